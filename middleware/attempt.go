@@ -1,0 +1,178 @@
+package middleware
+
+import (
+	"context"
+	"net/http"
+	"strings"
+	"time"
+)
+
+// Verdict is a classifier's answer for one attempt.
+type Verdict uint8
+
+const (
+	// Pass means "no opinion": the next classifier in the chain decides,
+	// and the default rules decide last.
+	Pass Verdict = iota
+	// Retry asks for another attempt. The policy may still refuse it (attempt
+	// caps, deadline, Retry-After cap, budget, body not replayable).
+	Retry
+	// Stop ends the request with this attempt's outcome.
+	Stop
+)
+
+func (v Verdict) String() string {
+	switch v {
+	case Retry:
+		return "retry"
+	case Stop:
+		return "stop"
+	}
+	return "pass"
+}
+
+// A Reason says why an attempt was retried or why retrying stopped.
+// Reasons are stable strings; they are also errors, so a give-up error can
+// be tested with errors.Is(err, middleware.ReasonDeadline).
+type Reason string
+
+// Reasons for a retry.
+const (
+	ReasonNotSent      Reason = "not_sent"      // no connection was obtained
+	ReasonNotProcessed Reason = "not_processed" // 429/502/503 or REFUSED_STREAM: the server did no work
+	ReasonReplayable   Reason = "replayable"    // the request is idempotent or carries an Idempotency-Key
+)
+
+// Reasons for a stop.
+const (
+	ReasonFinal             Reason = "final"                // a final response (2xx, 3xx, 4xx, 501)
+	ReasonPermanent         Reason = "permanent"            // an error no retry can fix (certificate, DNS not found, ...)
+	ReasonNotReplayable     Reason = "not_replayable"       // may have been processed, and the request is not replayable
+	ReasonCanceled          Reason = "canceled"             // the caller's context is done
+	ReasonAttempts          Reason = "attempts_exhausted"   // the total or per-group attempt cap was reached
+	ReasonDeadline          Reason = "deadline"             // the wait would end after the caller's deadline
+	ReasonRetryAfter        Reason = "retry_after_too_long" // Retry-After asked for more than the cap
+	ReasonBodyNotReplayable Reason = "body_not_replayable"  // the request body cannot be sent again
+	ReasonClassifier        Reason = "classifier"           // a user classifier decided
+)
+
+// Error makes a Reason usable as a sentinel error.
+func (r Reason) Error() string { return "middleware: " + strings.ReplaceAll(string(r), "_", " ") }
+
+// Sources of a wait, in Attempt.SleepSource.
+const (
+	SleepBackoff    = "backoff"
+	SleepRetryAfter = "retry_after"
+)
+
+// An Attempt is one try of a logical request: what was sent, what came back,
+// how tank classified it and what it decided.
+//
+// Hooks and classifiers receive the same *Attempt; they must not keep it
+// after they return.
+type Attempt struct {
+	// Request is the caller's request. Treat it as read-only.
+	Request *http.Request
+	// Header holds the headers this attempt sends. In Hooks.AttemptStart it is
+	// a private copy the hook may change (to inject trace context, say).
+	Header http.Header
+	// Number counts attempts from 1.
+	Number int
+	// Slept is the total time slept between attempts before this one.
+	Slept time.Duration
+
+	// Response is the attempt's response, or nil. Its body is still unread
+	// when classifiers and AttemptEnd run; do not read or close it.
+	Response *http.Response
+	// Err is the attempt's transport error, or nil.
+	Err error
+	// Sent reports whether the request may have reached the server: a
+	// connection was obtained for it.
+	Sent bool
+	// Replayable reports whether sending the request twice is safe: its
+	// method is idempotent, or it carries an Idempotency-Key header.
+	Replayable bool
+	// Class names what happened.
+	Class Class
+
+	// Verdict is Retry or Stop once the attempt is judged.
+	Verdict Verdict
+	// Reason says why.
+	Reason Reason
+	// Sleep is the wait before the next attempt (when Verdict is Retry).
+	Sleep time.Duration
+	// SleepSource is SleepBackoff or SleepRetryAfter, or "" with no wait.
+	SleepSource string
+	// RetryAfterErr is set when the response carried a Retry-After header
+	// that could not be parsed (errors.Is(err, ErrRetryAfter)); tank then
+	// fell back to its backoff.
+	RetryAfterErr error
+}
+
+// A Classifier judges an attempt before the default rules do. It returns
+// Pass to leave the decision to the next classifier. It runs after tank has
+// set a.Class, a.Sent and a.Replayable. The caller's cancellation is judged
+// before any classifier: a done context always stops.
+type Classifier func(a *Attempt) Verdict
+
+// Hooks observe a request's attempts. Every field is optional. Like
+// httptrace.ClientTrace, Hooks are plain data: new fields may be added.
+//
+// Hooks run on the goroutine of the request; they must be safe to call from
+// many requests at once.
+type Hooks struct {
+	// RequestStart runs once per logical request, before the first attempt.
+	// The context it returns (nil: unchanged) is the parent of every attempt.
+	RequestStart func(ctx context.Context, req *http.Request) context.Context
+	// AttemptStart runs before each attempt; a.Header may be changed. The
+	// context it returns (nil: unchanged) is the attempt's context.
+	AttemptStart func(ctx context.Context, a *Attempt) context.Context
+	// AttemptEnd runs once the attempt is judged, before any wait. ctx is
+	// the context AttemptStart returned.
+	AttemptEnd func(ctx context.Context, a *Attempt)
+	// RequestEnd runs once with the last attempt, when the request is over.
+	// ctx is the context RequestStart returned.
+	RequestEnd func(ctx context.Context, last *Attempt)
+}
+
+func (h *Hooks) empty() bool {
+	return h.RequestStart == nil && h.AttemptStart == nil && h.AttemptEnd == nil && h.RequestEnd == nil
+}
+
+// join returns hooks that call h's then g's.
+func (h Hooks) join(g Hooks) Hooks {
+	return Hooks{
+		RequestStart: joinCtx(h.RequestStart, g.RequestStart),
+		AttemptStart: joinCtx(h.AttemptStart, g.AttemptStart),
+		AttemptEnd:   joinEnd(h.AttemptEnd, g.AttemptEnd),
+		RequestEnd:   joinEnd(h.RequestEnd, g.RequestEnd),
+	}
+}
+
+func joinCtx[T any](f, g func(context.Context, T) context.Context) func(context.Context, T) context.Context {
+	if f == nil {
+		return g
+	}
+	if g == nil {
+		return f
+	}
+	return func(ctx context.Context, v T) context.Context {
+		if c := f(ctx, v); c != nil {
+			ctx = c
+		}
+		if c := g(ctx, v); c != nil {
+			ctx = c
+		}
+		return ctx
+	}
+}
+
+func joinEnd[T any](f, g func(context.Context, T)) func(context.Context, T) {
+	if f == nil {
+		return g
+	}
+	if g == nil {
+		return f
+	}
+	return func(ctx context.Context, v T) { f(ctx, v); g(ctx, v) }
+}

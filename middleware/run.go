@@ -1,0 +1,415 @@
+package middleware
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"time"
+
+	"github.com/tankhttp/tank/internal/jitter"
+	"github.com/tankhttp/tank/internal/replay"
+	"github.com/tankhttp/tank/internal/retryafter"
+	"github.com/tankhttp/tank/internal/sendstate"
+)
+
+// A Run is one logical request under a Policy, for front doors that own
+// their retry loop (adapters/backoffretry). The Transport uses the same
+// machinery internally.
+//
+// Concurrency: a Run belongs to one request and is not safe for concurrent
+// use; build one per request with Policy.NewRun.
+type Run struct {
+	p          *Policy
+	next       http.RoundTripper
+	req        *http.Request   // the caller's; never modified
+	ctx        context.Context // parent of every attempt (after RequestStart)
+	replayable bool
+	trace      bool // trace the send state of each attempt
+
+	body    io.ReadCloser                 // body for the next attempt
+	getBody func() (io.ReadCloser, error) // nil: the body cannot be sent again
+	hasBody bool
+
+	n        int
+	groupN   [3]int
+	slept    time.Duration
+	prevWait time.Duration
+	schedule func(int) (time.Duration, bool)
+
+	last   *Attempt
+	actx   context.Context    // the last attempt's context
+	cancel context.CancelFunc // the last attempt's timeout, if any
+	resp   *http.Response
+	err    error
+	done   bool
+}
+
+// NewRun starts a logical request: req will be sent through next (nil:
+// http.DefaultTransport) by calls to Step. NewRun takes ownership of
+// req.Body, as RoundTrip does.
+func (p *Policy) NewRun(req *http.Request, next http.RoundTripper) *Run {
+	r := &Run{}
+	r.init(p, req, next)
+	r.prepareBody()
+	return r
+}
+
+func (r *Run) init(p *Policy, req *http.Request, next http.RoundTripper) {
+	if next == nil {
+		next = http.DefaultTransport
+	}
+	r.p, r.req, r.next, r.ctx = p, req, next, req.Context()
+	r.replayable = p.replayable(req)
+	r.trace = !r.replayable || p.hasHooks || len(p.classifiers) > 0 || p.groupCaps != [3]int{}
+	if p.hooks.RequestStart != nil {
+		if c := p.hooks.RequestStart(r.ctx, req); c != nil {
+			r.ctx = c
+		}
+	}
+}
+
+// prepareBody sets the first attempt's body and how to get it again.
+func (r *Run) prepareBody() {
+	req := r.req
+	switch {
+	case req.Body == nil || req.Body == http.NoBody:
+		r.body = req.Body
+	case req.GetBody != nil:
+		r.body, r.getBody, r.hasBody = req.Body, req.GetBody, true
+	default:
+		r.hasBody = true
+		buf, once := replay.Buffer(req.Body, req.ContentLength, r.p.bufferLimit)
+		if buf == nil {
+			r.body = once
+			return
+		}
+		r.body, _ = buf.GetBody()
+		r.getBody = buf.GetBody
+	}
+}
+
+// Step makes the next attempt and judges it. After a Retry verdict the
+// attempt's response has been drained and closed, and the caller should wait
+// a.Sleep before the next Step. After a Stop verdict, Result gives the
+// outcome.
+func (r *Run) Step() *Attempt {
+	resp, err, st := r.send()
+	return r.judge(resp, err, st)
+}
+
+// send makes one attempt.
+func (r *Run) send() (*http.Response, error, *sendstate.State) {
+	r.n++
+	p := r.p
+	ctx := r.ctx
+	var a *Attempt
+	if p.hasHooks || len(p.classifiers) > 0 {
+		a = &Attempt{Request: r.req, Header: r.req.Header, Number: r.n, Slept: r.slept, Replayable: r.replayable}
+		if p.hooks.AttemptStart != nil {
+			a.Header = r.req.Header.Clone()
+			if c := p.hooks.AttemptStart(ctx, a); c != nil {
+				ctx = c
+			}
+		}
+	}
+	r.last = a
+	var st *sendstate.State
+	if r.trace {
+		st = new(sendstate.State)
+		ctx = sendstate.With(ctx, st)
+	}
+	r.actx = ctx
+	if p.attemptTO > 0 {
+		ctx, r.cancel = context.WithTimeout(ctx, p.attemptTO)
+	}
+	areq := r.req
+	if ctx != r.req.Context() || r.body != r.req.Body || (a != nil && p.hooks.AttemptStart != nil) {
+		areq = r.req.WithContext(ctx)
+		areq.Body = r.body
+		if a != nil {
+			areq.Header = a.Header
+		}
+	}
+	r.body = nil
+	resp, err := r.next.RoundTrip(areq)
+	return resp, err, st
+}
+
+// judge classifies the attempt, decides, and applies the decision.
+// st is nil when the send state was not traced.
+func (r *Run) judge(resp *http.Response, err error, st *sendstate.State) *Attempt {
+	p := r.p
+	a := r.last
+	if a == nil {
+		a = &Attempt{Request: r.req, Header: r.req.Header, Number: r.n, Slept: r.slept, Replayable: r.replayable}
+		r.last = a
+	}
+	a.Response, a.Err = resp, err
+	r.resp, r.err = resp, err
+
+	switch {
+	case r.req.Context().Err() != nil && (err != nil || p.mayRetryStatus(resp.StatusCode)):
+		a.Class = ClassCanceled
+	case err == nil:
+		a.Class = p.statusClass(resp.StatusCode)
+	default:
+		a.Class = classifyErr(err, st != nil && st.Sent(), st != nil)
+	}
+	g := a.Class.group()
+	switch {
+	case err == nil:
+		a.Sent = true
+	case st != nil:
+		a.Sent = st.Sent() && g != groupNotSent
+	default:
+		a.Sent = g == groupSent || g == groupCanceled
+	}
+	if i := capIndex(g); i >= 0 {
+		r.groupN[i]++
+	}
+
+	a.Verdict, a.Reason = r.decide(a, g)
+	if a.Verdict == Retry {
+		r.schedule1(a)
+	}
+	if a.Verdict == Retry && r.hasBody {
+		r.rewind(a)
+	}
+	if p.hooks.AttemptEnd != nil {
+		p.hooks.AttemptEnd(r.actx, a)
+	}
+	if a.Verdict == Retry {
+		r.discard()
+		r.slept += a.Sleep
+		return a
+	}
+	r.finish()
+	return a
+}
+
+// decide applies the classifiers, then the default rules.
+func (r *Run) decide(a *Attempt, g group) (Verdict, Reason) {
+	if g == groupCanceled {
+		return Stop, ReasonCanceled
+	}
+	for _, c := range r.p.classifiers {
+		if v := c(a); v == Retry || v == Stop {
+			return v, ReasonClassifier
+		}
+	}
+	switch g {
+	case groupNotSent:
+		if a.Class == ClassRefusedStream {
+			return Retry, ReasonNotProcessed
+		}
+		return Retry, ReasonNotSent
+	case groupPermanent:
+		return Stop, ReasonPermanent
+	case groupStatusAny:
+		return Retry, ReasonNotProcessed
+	case groupSent, groupStatusReplayable:
+		if a.Replayable {
+			return Retry, ReasonReplayable
+		}
+		return Stop, ReasonNotReplayable
+	}
+	return Stop, ReasonFinal
+}
+
+func capIndex(g group) int {
+	switch g {
+	case groupNotSent:
+		return 0
+	case groupSent:
+		return 1
+	case groupStatusAny, groupStatusReplayable:
+		return 2
+	}
+	return -1
+}
+
+// schedule1 turns a Retry verdict into a wait, or into a Stop when a cap,
+// the Retry-After cap or the caller's deadline forbids another attempt.
+func (r *Run) schedule1(a *Attempt) {
+	p := r.p
+	stop := func(reason Reason) { a.Verdict, a.Reason, a.Sleep, a.SleepSource = Stop, reason, 0, "" }
+	if r.n >= p.maxAttempts {
+		stop(ReasonAttempts)
+		return
+	}
+	if i := capIndex(a.Class.group()); i >= 0 && p.groupCaps[i] > 0 && r.groupN[i] >= p.groupCaps[i] {
+		stop(ReasonAttempts)
+		return
+	}
+	if r.hasBody && r.getBody == nil {
+		stop(ReasonBodyNotReplayable)
+		return
+	}
+	d, src, ok := r.retryAfter(a)
+	if !ok {
+		stop(ReasonRetryAfter)
+		return
+	}
+	if src == "" {
+		if d, ok = r.backoff(); !ok {
+			stop(ReasonAttempts)
+			return
+		}
+		src = SleepBackoff
+	}
+	if dl, has := r.req.Context().Deadline(); has && !p.now().Add(d).Before(dl) {
+		stop(ReasonDeadline)
+		return
+	}
+	a.Sleep, a.SleepSource = d, src
+}
+
+// retryAfter reads a Retry-After header on 429 and 503. ok is false when the
+// server asks for more than the cap. src is "" when there is no usable header.
+func (r *Run) retryAfter(a *Attempt) (d time.Duration, src string, ok bool) {
+	resp := a.Response
+	if resp == nil || (resp.StatusCode != http.StatusTooManyRequests && resp.StatusCode != http.StatusServiceUnavailable) {
+		return 0, "", true
+	}
+	v, has := resp.Header[retryAfterHeader]
+	if !has || len(v) == 0 {
+		return 0, "", true
+	}
+	d, err := retryafter.Parse(v[0], r.p.now())
+	if err != nil {
+		a.RetryAfterErr = err
+		return 0, "", true
+	}
+	if d > r.p.retryAfter {
+		return 0, "", false
+	}
+	return d, SleepRetryAfter, true
+}
+
+// backoff gives the wait after the current attempt from the schedule.
+func (r *Run) backoff() (time.Duration, bool) {
+	p := r.p
+	if p.schedule != nil {
+		if r.schedule == nil {
+			r.schedule = p.schedule()
+		}
+		d, ok := r.schedule(r.n)
+		if d < 0 {
+			d = 0
+		}
+		return d, ok
+	}
+	var d time.Duration
+	switch p.jitter {
+	case JitterFull:
+		d = jitter.Full(r.n, p.initial, p.max, p.rand())
+	case JitterDecorrelated:
+		d = jitter.Decorrelated(r.prevWait, p.initial, p.max, p.rand())
+	default:
+		d = jitter.Exponential(r.n, p.initial, p.max)
+	}
+	r.prevWait = d
+	return d, true
+}
+
+// rewind gets the body for the next attempt. If it cannot, the attempt's
+// verdict becomes Stop and its outcome is kept for the caller.
+func (r *Run) rewind(a *Attempt) {
+	b, err := r.getBody()
+	if err != nil {
+		a.Verdict, a.Reason, a.Sleep, a.SleepSource = Stop, ReasonBodyNotReplayable, 0, ""
+		if r.err != nil {
+			r.err = errors.Join(r.err, &BodyError{Err: err})
+		}
+		return
+	}
+	r.body = b
+}
+
+// discard throws away a retried attempt's response so its connection can
+// be reused.
+func (r *Run) discard() {
+	if r.resp != nil {
+		replay.Discard(r.resp.Body, r.p.drainLimit)
+		r.resp = nil
+	}
+	if r.cancel != nil {
+		r.cancel()
+		r.cancel = nil
+	}
+}
+
+// finish ends the logical request.
+func (r *Run) finish() {
+	if r.done {
+		return
+	}
+	r.done = true
+	if r.body != nil {
+		r.body.Close()
+		r.body = nil
+	}
+	if r.cancel != nil {
+		if r.resp != nil {
+			r.resp.Body = &cancelBody{ReadCloser: r.resp.Body, cancel: r.cancel}
+		} else {
+			r.cancel()
+		}
+		r.cancel = nil
+	}
+	if r.p.hooks.RequestEnd != nil {
+		r.p.hooks.RequestEnd(r.ctx, r.last)
+	}
+}
+
+// Result returns the outcome once a Step has said Stop (or Wait failed):
+// the last response with a nil error when the request ended on a response,
+// else an *ExhaustedError.
+func (r *Run) Result() (*http.Response, error) {
+	if r.resp != nil {
+		return r.resp, nil
+	}
+	a := r.last
+	e := &ExhaustedError{Attempts: r.n, Reason: a.Reason, Err: r.err}
+	if a.Reason == ReasonCanceled {
+		e.cause = context.Cause(r.req.Context())
+		if r.err != nil && errors.Is(r.err, e.cause) {
+			e.cause = nil
+		}
+	}
+	return nil, e
+}
+
+// Wait sleeps d unless the caller's context ends first; then it ends the
+// request (Result reports ReasonCanceled) and returns false.
+func (r *Run) Wait(d time.Duration) bool {
+	ctx := r.req.Context()
+	if d > 0 {
+		t := time.NewTimer(d)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+		}
+	}
+	if ctx.Err() == nil {
+		return true
+	}
+	r.last.Verdict, r.last.Reason = Stop, ReasonCanceled
+	r.finish()
+	return false
+}
+
+// cancelBody releases a final response's attempt timeout when its body is
+// closed.
+type cancelBody struct {
+	io.ReadCloser
+	cancel context.CancelFunc
+}
+
+func (b *cancelBody) Close() error {
+	err := b.ReadCloser.Close()
+	b.cancel()
+	return err
+}

@@ -1,0 +1,205 @@
+// Command demo shows tank's decisions against an embedded flaky server.
+//
+//	go run ./examples/demo
+//
+// It runs offline: the server listens on 127.0.0.1 and every request goes
+// there. Each attempt prints one line: its class, the decision, the reason
+// and the sleep that follows it.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/tankhttp/tank/middleware"
+)
+
+func main() {
+	if err := run(os.Stdout); err != nil {
+		fmt.Fprintln(os.Stderr, "demo:", err)
+		os.Exit(1)
+	}
+}
+
+// flaky is the embedded server. Each path misbehaves in its own way; hits
+// counts the requests each path really processed.
+type flaky struct {
+	mu   sync.Mutex
+	hits map[string]int
+}
+
+func (f *flaky) hit(path string) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.hits[path]++
+	return f.hits[path]
+}
+
+func (f *flaky) count(path string) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.hits[path]
+}
+
+func (f *flaky) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	io.Copy(io.Discard, r.Body) // the request is processed once its body is read
+	n := f.hit(r.URL.Path)
+	switch r.URL.Path {
+	case "/flaky": // 503, 503, then 200
+		if n <= 2 {
+			http.Error(w, "try later", http.StatusServiceUnavailable)
+			return
+		}
+		io.WriteString(w, "ok")
+	case "/orders": // processes the order, then the connection dies
+		reset(w)
+	case "/payments": // processes the first payment, then the connection dies; then answers
+		if n == 1 {
+			reset(w)
+			return
+		}
+		io.WriteString(w, "payment accepted (the server deduplicates by Idempotency-Key)")
+	case "/throttled": // 429 with Retry-After: 1, then 200
+		if n == 1 {
+			w.Header().Set("Retry-After", "1")
+			http.Error(w, "slow down", http.StatusTooManyRequests)
+			return
+		}
+		io.WriteString(w, "ok")
+	case "/maintenance": // 503 asking for 5 seconds
+		w.Header().Set("Retry-After", "5")
+		http.Error(w, "maintenance", http.StatusServiceUnavailable)
+	default: // always 503
+		http.Error(w, "down", http.StatusServiceUnavailable)
+	}
+}
+
+// reset aborts the connection with a TCP RST after the request was read.
+func reset(w http.ResponseWriter) {
+	conn, _, err := w.(http.Hijacker).Hijack()
+	if err != nil {
+		return
+	}
+	if tc, ok := conn.(*net.TCPConn); ok {
+		tc.SetLinger(0)
+	}
+	conn.Close()
+}
+
+func run(out io.Writer) error {
+	f := &flaky{hits: map[string]int{}}
+	srv := httptest.NewServer(f)
+	defer srv.Close()
+
+	// A port with nothing listening, for the refused case.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	refused := "http://" + ln.Addr().String() + "/"
+	ln.Close()
+
+	base := http.DefaultTransport.(*http.Transport).Clone()
+	defer base.CloseIdleConnections()
+	printer := middleware.Hooks{
+		AttemptEnd: func(ctx context.Context, a *middleware.Attempt) {
+			sleep := ""
+			if a.Sleep > 0 || a.SleepSource != "" {
+				sleep = fmt.Sprintf("  sleep=%v (%s)", a.Sleep.Round(time.Millisecond), a.SleepSource)
+			}
+			fmt.Fprintf(out, "  attempt %d  class=%-13s decision=%-5s reason=%s%s\n",
+				a.Number, a.Class, a.Verdict, string(a.Reason), sleep)
+			if cancel, ok := ctx.Value(cancelKey{}).(context.CancelCauseFunc); ok && a.Sleep > 0 {
+				cancel(errors.New("demo: user pressed cancel"))
+			}
+		},
+	}
+	client := &http.Client{Transport: middleware.NewTransport(base,
+		middleware.WithMaxAttempts(3),
+		middleware.WithBackoff(50*time.Millisecond, time.Second),
+		middleware.WithHooks(printer),
+	)}
+
+	type step struct {
+		title   string
+		method  string
+		url     string
+		key     string
+		timeout time.Duration
+		cancel  bool
+		path    string
+	}
+	steps := []step{
+		{title: "GET through two 503s", method: "GET", url: srv.URL + "/flaky", path: "/flaky"},
+		{title: "POST reset after the server processed it (never sent twice)", method: "POST", url: srv.URL + "/orders", path: "/orders"},
+		{title: "POST with an Idempotency-Key, reset once", method: "POST", url: srv.URL + "/payments", key: "pay-42", path: "/payments"},
+		{title: "429 with Retry-After: 1", method: "GET", url: srv.URL + "/throttled", path: "/throttled"},
+		{title: "503 with Retry-After: 5 and a 2s deadline (returns at once)", method: "GET", url: srv.URL + "/maintenance", timeout: 2 * time.Second, path: "/maintenance"},
+		{title: "connection refused", method: "GET", url: refused},
+		{title: "cancelled by the caller while waiting", method: "GET", url: srv.URL + "/down", cancel: true, path: "/down"},
+	}
+	for i, s := range steps {
+		fmt.Fprintf(out, "%d. %s %s: %s\n", i+1, s.method, strings.TrimPrefix(s.url, "http://"), s.title)
+		before := f.count(s.path)
+		ctx, cancel := context.WithCancelCause(context.Background())
+		defer cancel(nil)
+		if s.timeout > 0 {
+			var c2 context.CancelFunc
+			ctx, c2 = context.WithTimeout(ctx, s.timeout)
+			defer c2()
+		}
+		if s.cancel {
+			// Cancel as soon as the first attempt has been judged, while tank waits.
+			ctx = withCancelAfterFirst(ctx, cancel)
+		}
+		var body io.Reader
+		if s.method == "POST" {
+			body = strings.NewReader(`{"item":"tank","qty":1}`)
+		}
+		req, err := http.NewRequestWithContext(ctx, s.method, s.url, body)
+		if err != nil {
+			return err
+		}
+		if s.key != "" {
+			req.Header.Set("Idempotency-Key", s.key)
+		}
+		start := time.Now()
+		resp, err := client.Do(req)
+		took := time.Since(start).Round(time.Millisecond)
+		switch {
+		case err != nil:
+			var ex *middleware.ExhaustedError
+			if errors.As(err, &ex) {
+				fmt.Fprintf(out, "  => error after %d attempt(s), reason %s, in %v: %v\n", ex.Attempts, string(ex.Reason), took, err)
+			} else {
+				fmt.Fprintf(out, "  => error in %v: %v\n", took, err)
+			}
+		default:
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			fmt.Fprintf(out, "  => %s %q in %v\n", resp.Status, strings.TrimSpace(string(b)), took)
+		}
+		if s.path != "" {
+			fmt.Fprintf(out, "  server processed it %d time(s)\n", f.count(s.path)-before)
+		}
+	}
+	return nil
+}
+
+// withCancelAfterFirst marks ctx so that the demo's AttemptEnd hook cancels
+// it (with a cause) as soon as tank has decided to wait: the cancellation
+// lands during the wait.
+func withCancelAfterFirst(ctx context.Context, cancel context.CancelCauseFunc) context.Context {
+	return context.WithValue(ctx, cancelKey{}, cancel)
+}
+
+type cancelKey struct{}

@@ -1,0 +1,54 @@
+// Package middleware is tank's core: the retry classifier, the retry
+// policy, and a net/http RoundTripper that applies them.
+//
+// Every attempt ends in one Class. What makes tank safe is that it knows
+// whether a failed request could have reached the server: an
+// httptrace.ClientTrace (composed with the caller's own) records whether a
+// connection was obtained for the attempt. The default rules:
+//
+//	not sent (refused, dial timeout, DNS temporary, TLS handshake cut)  retry, any method
+//	not sent, permanent (certificate, DNS not found, bad scheme)         stop
+//	sent, no answer (reset, EOF, timeout, malformed response)            retry only if replayable
+//	429, 502, 503 (the server did no work)                               retry, any method
+//	other 5xx except 501                                                 retry only if replayable
+//	2xx, 3xx, 4xx, 501                                                   stop, return the response
+//	the caller's context is done                                         stop at once
+//
+// A request is replayable when its method is GET, HEAD, OPTIONS, TRACE, PUT
+// or DELETE, or when it carries an Idempotency-Key header.
+//
+// Waits use capped exponential backoff with full jitter, honour Retry-After
+// (on 429 and 503) up to a cap, and are never scheduled past the caller's
+// deadline: when a wait would end after it, tank returns what it has at once.
+//
+// Usage:
+//
+//	client := &http.Client{Transport: middleware.NewTransport(nil,
+//		middleware.WithMaxAttempts(4),
+//		middleware.WithBackoff(100*time.Millisecond, 2*time.Second),
+//	)}
+//	resp, err := client.Get("https://api.example.com/items")
+//
+// When retries end on a response, the Transport returns it with a nil
+// error, as a RoundTripper must. When they end on a transport error, the
+// error is an *ExhaustedError that unwraps to the last attempt's error and to
+// the Reason retrying stopped (errors.Is(err, middleware.ReasonDeadline)).
+//
+// Hooks let observers (the tracing package, logs) see every attempt;
+// a Classifier lets users judge attempts before the default rules.
+//
+// # What net/http re-sends by itself
+//
+// net/http's HTTP/1 transport re-sends a replayable request (including a
+// POST with an Idempotency-Key) on a fresh connection when a reused
+// keep-alive connection fails before the first response byte, and its
+// HTTP/2 transport re-sends after REFUSED_STREAM, GOAWAY and PROTOCOL_ERROR.
+// These happen inside one call of the wrapped RoundTripper: tank sees them as
+// one attempt and cannot veto them.
+//
+// # Concurrency
+//
+// A Policy is immutable and a Transport is safe for concurrent use; each
+// request's state lives in its own RoundTrip call (or its own Run). Hooks and
+// classifiers are called from many requests at once and must be safe for that.
+package middleware

@@ -116,7 +116,7 @@ func (r *Run) send() (*http.Response, error, *sendstate.State) {
 	r.last = a
 	var st *sendstate.State
 	if r.trace {
-		st = new(sendstate.State)
+		st = sendstate.Get()
 		ctx = sendstate.With(ctx, st)
 	}
 	r.actx = ctx
@@ -147,6 +147,9 @@ func (r *Run) judge(resp *http.Response, err error, st *sendstate.State) *Attemp
 	}
 	a.Response, a.Err = resp, err
 	r.resp, r.err = resp, err
+	if st != nil {
+		defer sendstate.Put(st)
+	}
 
 	switch {
 	case r.req.Context().Err() != nil && (err != nil || p.mayRetryStatus(resp.StatusCode)):

@@ -2,6 +2,8 @@ package middleware
 
 import (
 	"net/http"
+
+	"github.com/tankhttp/tank/internal/sendstate"
 )
 
 // Transport is an http.RoundTripper that retries what is safe to retry.
@@ -40,16 +42,27 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	p := t.p
 	if p.plain(req) {
-		// The success path: no copy, no trace, no timer, no allocation.
-		resp, err := t.next.RoundTrip(req)
+		// The success path: no Run, no timer, no body wrapper. A replayable
+		// request needs nothing more; any other gets its send state traced
+		// (a pooled State, plus the context and request copy that carry it).
+		var st *sendstate.State
+		areq := req
+		if !p.replayable(req) {
+			st = sendstate.Get()
+			areq = req.WithContext(sendstate.With(req.Context(), st))
+		}
+		resp, err := t.next.RoundTrip(areq)
 		if err == nil && !p.mayRetryStatus(resp.StatusCode) {
+			if st != nil {
+				sendstate.Put(st)
+			}
 			return resp, nil
 		}
 		r := &Run{}
 		r.init(p, req, t.next)
 		r.getBody, r.hasBody = req.GetBody, req.GetBody != nil
 		r.n = 1
-		return r.loop(r.judge(resp, err, nil))
+		return r.loop(r.judge(resp, err, st))
 	}
 	r := &Run{}
 	r.init(p, req, t.next)
@@ -68,12 +81,12 @@ func (r *Run) loop(a *Attempt) (*http.Response, error) {
 	return r.Result()
 }
 
-// plain reports whether req's first attempt needs nothing from tank: no
-// observers, no per-attempt bound, a replayable request whose body (if any)
-// net/http can produce again, so no send state is needed to judge it.
+// plain reports whether req's first attempt needs nothing from tank but
+// (for a request that is not replayable) its send state: no observers, no
+// per-attempt bound, no group caps, and a body net/http can produce again.
 func (p *Policy) plain(req *http.Request) bool {
 	return !p.hasHooks && len(p.classifiers) == 0 && p.attemptTO == 0 && p.groupCaps == [3]int{} &&
-		(req.Body == nil || req.Body == http.NoBody || req.GetBody != nil) && p.replayable(req)
+		(req.Body == nil || req.Body == http.NoBody || req.GetBody != nil)
 }
 
 // CloseIdleConnections forwards to the wrapped transport.

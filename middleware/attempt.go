@@ -54,6 +54,7 @@ const (
 	ReasonRetryAfter        Reason = "retry_after_too_long" // Retry-After asked for more than the cap
 	ReasonBodyNotReplayable Reason = "body_not_replayable"  // the request body cannot be sent again
 	ReasonClassifier        Reason = "classifier"           // a user classifier decided
+	ReasonBudget            Reason = "budget_exhausted"     // the retry budget refused the retry
 )
 
 // Error makes a Reason usable as a sentinel error.
@@ -103,6 +104,9 @@ type Attempt struct {
 	Sleep time.Duration
 	// SleepSource is SleepBackoff or SleepRetryAfter, or "" with no wait.
 	SleepSource string
+	// BudgetTokens is what the retry budget holds after this attempt's
+	// decision, or -1 when the policy has no budget.
+	BudgetTokens float64
 	// RetryAfterErr is set when the response carried a Retry-After header
 	// that could not be parsed (errors.Is(err, ErrRetryAfter)); tank then
 	// fell back to its backoff.

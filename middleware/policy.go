@@ -39,6 +39,9 @@ type Policy struct {
 	classifiers  []Classifier
 	hooks        Hooks
 	hasHooks     bool
+	budget       *Budget
+	attemptHdr   string
+	autoKey      bool
 
 	// Test seams: unexported, set only by this package's tests.
 	now  func() time.Time
@@ -330,6 +333,47 @@ func WithDrainLimit(n int64) Option {
 		p.drainLimit = n
 		return nil
 	})
+}
+
+// WithAttemptHeader names a header that carries the attempt number on
+// retries ("2", "3", ...), so servers can shed retries first (Envoy sends
+// x-envoy-attempt-count). The first attempt is sent without it, untouched.
+// "" (the default) sends none.
+func WithAttemptHeader(name string) Option {
+	return optionFunc(func(p *Policy) error {
+		if name != "" && !validHeaderName(name) {
+			return &OptionError{"WithAttemptHeader", name, "not a valid header name"}
+		}
+		p.attemptHdr = http.CanonicalHeaderKey(name)
+		return nil
+	})
+}
+
+// WithIdempotencyKeys makes tank add a random Idempotency-Key header to POST
+// and PATCH requests that carry none, so they become replayable against
+// servers that deduplicate by that header. The caller's request is not
+// changed; every attempt carries the same key. Default false.
+func WithIdempotencyKeys(on bool) Option {
+	return optionFunc(func(p *Policy) error {
+		p.autoKey = on
+		return nil
+	})
+}
+
+func validHeaderName(s string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c == '-' || c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z') {
+			return false
+		}
+	}
+	return true
+}
+
+// needsKey reports whether WithIdempotencyKeys applies to req.
+func (p *Policy) needsKey(req *http.Request) bool {
+	return p.autoKey && (req.Method == http.MethodPost || req.Method == http.MethodPatch) &&
+		len(req.Header[idempotencyKey]) == 0 && len(req.Header[idempotencyKeyAlt]) == 0
 }
 
 // replayable reports whether req may be sent twice.

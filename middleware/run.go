@@ -2,9 +2,13 @@ package middleware
 
 import (
 	"context"
+	crand "crypto/rand"
+	"encoding/hex"
 	"errors"
 	"io"
 	"net/http"
+	"reflect"
+	"strconv"
 	"time"
 
 	"github.com/tankhttp/tank/internal/jitter"
@@ -23,6 +27,7 @@ type Run struct {
 	p          *Policy
 	next       http.RoundTripper
 	req        *http.Request   // the caller's; never modified
+	header     http.Header     // headers every attempt sends (req.Header unless tank adds one)
 	ctx        context.Context // parent of every attempt (after RequestStart)
 	replayable bool
 	trace      bool // trace the send state of each attempt
@@ -49,18 +54,33 @@ type Run struct {
 // http.DefaultTransport) by calls to Step. NewRun takes ownership of
 // req.Body, as RoundTrip does.
 func (p *Policy) NewRun(req *http.Request, next http.RoundTripper) *Run {
+	p.deposit(req)
 	r := &Run{}
 	r.init(p, req, next)
 	r.prepareBody()
 	return r
 }
 
+// deposit credits the retry budget, if any, with a new logical request.
+func (p *Policy) deposit(req *http.Request) {
+	if p.budget != nil {
+		p.budget.deposit(req, p.now())
+	}
+}
+
 func (r *Run) init(p *Policy, req *http.Request, next http.RoundTripper) {
 	if next == nil {
 		next = http.DefaultTransport
 	}
-	r.p, r.req, r.next, r.ctx = p, req, next, req.Context()
-	r.replayable = p.replayable(req)
+	r.p, r.req, r.next, r.ctx, r.header = p, req, next, req.Context(), req.Header
+	if p.needsKey(req) {
+		r.header = req.Header.Clone()
+		if r.header == nil {
+			r.header = http.Header{}
+		}
+		r.header[idempotencyKey] = []string{newKey()}
+	}
+	r.replayable = p.replayable(req) || r.header[idempotencyKey] != nil
 	r.trace = !r.replayable || p.hasHooks || len(p.classifiers) > 0 || p.groupCaps != [3]int{}
 	if p.hooks.RequestStart != nil {
 		if c := p.hooks.RequestStart(r.ctx, req); c != nil {
@@ -105,9 +125,9 @@ func (r *Run) send() (*http.Response, error, *sendstate.State) {
 	ctx := r.ctx
 	var a *Attempt
 	if p.hasHooks || len(p.classifiers) > 0 {
-		a = &Attempt{Request: r.req, Header: r.req.Header, Number: r.n, Slept: r.slept, Replayable: r.replayable}
+		a = &Attempt{Request: r.req, Header: r.header, Number: r.n, Slept: r.slept, Replayable: r.replayable, BudgetTokens: -1}
 		if p.hooks.AttemptStart != nil {
-			a.Header = r.req.Header.Clone()
+			a.Header = r.header.Clone()
 			if c := p.hooks.AttemptStart(ctx, a); c != nil {
 				ctx = c
 			}
@@ -123,13 +143,21 @@ func (r *Run) send() (*http.Response, error, *sendstate.State) {
 	if p.attemptTO > 0 {
 		ctx, r.cancel = context.WithTimeout(ctx, p.attemptTO)
 	}
+	hdr := r.header
+	if a != nil {
+		hdr = a.Header
+	}
+	if p.attemptHdr != "" && r.n > 1 {
+		if a == nil || p.hooks.AttemptStart == nil {
+			hdr = hdr.Clone()
+		}
+		hdr[p.attemptHdr] = []string{strconv.Itoa(r.n)}
+	}
 	areq := r.req
-	if ctx != r.req.Context() || r.body != r.req.Body || (a != nil && p.hooks.AttemptStart != nil) {
+	if ctx != r.req.Context() || r.body != r.req.Body || len(hdr) != len(r.req.Header) || !sameMap(hdr, r.req.Header) {
 		areq = r.req.WithContext(ctx)
 		areq.Body = r.body
-		if a != nil {
-			areq.Header = a.Header
-		}
+		areq.Header = hdr
 	}
 	r.body = nil
 	resp, err := r.next.RoundTrip(areq)
@@ -142,7 +170,7 @@ func (r *Run) judge(resp *http.Response, err error, st *sendstate.State) *Attemp
 	p := r.p
 	a := r.last
 	if a == nil {
-		a = &Attempt{Request: r.req, Header: r.req.Header, Number: r.n, Slept: r.slept, Replayable: r.replayable}
+		a = &Attempt{Request: r.req, Header: r.header, Number: r.n, Slept: r.slept, Replayable: r.replayable, BudgetTokens: -1}
 		r.last = a
 	}
 	a.Response, a.Err = resp, err
@@ -265,7 +293,27 @@ func (r *Run) schedule1(a *Attempt) {
 		stop(ReasonDeadline)
 		return
 	}
+	if p.budget != nil {
+		left, ok := p.budget.withdraw(r.req, p.now())
+		a.BudgetTokens = left
+		if !ok {
+			stop(ReasonBudget)
+			return
+		}
+	}
 	a.Sleep, a.SleepSource = d, src
+}
+
+// sameMap reports whether two headers are the same map.
+func sameMap(a, b http.Header) bool {
+	return reflect.ValueOf(a).UnsafePointer() == reflect.ValueOf(b).UnsafePointer()
+}
+
+// newKey returns a random 128-bit Idempotency-Key in hex.
+func newKey() string {
+	var b [16]byte
+	crand.Read(b[:])
+	return hex.EncodeToString(b[:])
 }
 
 // retryAfter reads a Retry-After header on 429 and 503. ok is false when the

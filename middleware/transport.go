@@ -41,6 +41,7 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		return nil, t.err
 	}
 	p := t.p
+	p.deposit(req)
 	if p.plain(req) {
 		// The success path: no Run, no timer, no body wrapper. A replayable
 		// request needs nothing more; any other gets its send state traced
@@ -86,6 +87,7 @@ func (r *Run) loop(a *Attempt) (*http.Response, error) {
 // per-attempt bound, no group caps, and a body net/http can produce again.
 func (p *Policy) plain(req *http.Request) bool {
 	return !p.hasHooks && len(p.classifiers) == 0 && p.attemptTO == 0 && p.groupCaps == [3]int{} &&
+		!p.needsKey(req) &&
 		(req.Body == nil || req.Body == http.NoBody || req.GetBody != nil)
 }
 

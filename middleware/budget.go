@@ -14,8 +14,9 @@ import (
 //
 // Each logical request deposits ratio tokens into its key's bucket; each
 // retry withdraws one. The bucket also earns perSecond tokens a second, so
-// quiet clients can still retry, and holds at most burst tokens
-// (10·perSecond + 100·ratio), so a long healthy spell cannot bank a storm.
+// quiet clients can still retry, and holds at most perSecond + 10·ratio
+// tokens (at least 1): a long healthy spell banks one second of reserve and
+// ten requests' deposits, never a storm.
 // A retry the bucket cannot pay for is refused with ReasonBudget.
 //
 // Concurrency: a Budget is safe for concurrent use; share one across every
@@ -48,7 +49,7 @@ func NewBudget(ratio, perSecond float64, key func(*http.Request) string) (*Budge
 		key = func(r *http.Request) string { return r.URL.Host }
 	}
 	return &Budget{
-		ratio: ratio, perSecond: perSecond, burst: 10*perSecond + 100*ratio,
+		ratio: ratio, perSecond: perSecond, burst: math.Max(1, perSecond+10*ratio),
 		key: key, buckets: map[string]*bucket{},
 	}, nil
 }

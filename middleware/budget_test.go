@@ -1,0 +1,183 @@
+package middleware
+
+import (
+	"context"
+	"errors"
+	"math"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+func TestBudgetAllowsRatioOfRequests(t *testing.T) {
+	b, err := NewBudget(0.2, 0, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := httptest.NewRequest("GET", "http://api.test/", nil)
+	now := time.Unix(1000, 0)
+	// A new bucket starts full (burst = max(1, 0+10·0.2) = 2 tokens).
+	retries := 0
+	for i := 0; i < 100; i++ {
+		b.deposit(req, now)
+		for {
+			if _, ok := b.withdraw(req, now); !ok {
+				break
+			}
+			retries++
+		}
+	}
+	// 2 banked + 100 deposits of 0.2 = 22, give or take float rounding.
+	if retries < 21 || retries > 22 {
+		t.Fatalf("100 requests paid for %d retries; want 21-22 (20%% plus the 2-token burst)", retries)
+	}
+}
+
+func TestBudgetReservePerSecondAndBurstCap(t *testing.T) {
+	b, _ := NewBudget(0, 5, nil)
+	req := httptest.NewRequest("GET", "http://api.test/", nil)
+	now := time.Unix(1000, 0)
+	drain := func() (n int) {
+		for ; n < 1000; n++ {
+			if _, ok := b.withdraw(req, now); !ok {
+				return n
+			}
+		}
+		return n
+	}
+	if got := drain(); got != 5 {
+		t.Fatalf("fresh bucket paid %d retries; want the 5-token burst", got)
+	}
+	now = now.Add(time.Second)
+	if got := drain(); got != 5 {
+		t.Fatalf("after 1s paid %d retries; want 5 (the reserve)", got)
+	}
+	now = now.Add(time.Hour)
+	if got := drain(); got != 5 {
+		t.Fatalf("after an idle hour paid %d retries; want the burst cap 5, not a banked storm", got)
+	}
+}
+
+func TestBudgetKeysAreSeparate(t *testing.T) {
+	b, _ := NewBudget(0, 1, nil)
+	a := httptest.NewRequest("GET", "http://a.test/", nil)
+	c := httptest.NewRequest("GET", "http://c.test/", nil)
+	now := time.Unix(1000, 0)
+	if _, ok := b.withdraw(a, now); !ok {
+		t.Fatal("first retry to a.test refused")
+	}
+	if _, ok := b.withdraw(a, now); ok {
+		t.Fatal("second retry to a.test allowed; its bucket should be empty")
+	}
+	if _, ok := b.withdraw(c, now); !ok {
+		t.Fatal("c.test's retry refused because a.test spent its own budget")
+	}
+}
+
+func TestNewBudgetRejectsBadValues(t *testing.T) {
+	for _, tt := range []struct{ ratio, perSecond float64 }{
+		{-0.1, 1}, {1.1, 1}, {math.NaN(), 1}, {0.2, -1}, {0.2, math.Inf(1)}, {0.2, math.NaN()},
+	} {
+		_, err := NewBudget(tt.ratio, tt.perSecond, nil)
+		var oe *OptionError
+		if !errors.As(err, &oe) {
+			t.Errorf("NewBudget(%v, %v) = %v; want *OptionError", tt.ratio, tt.perSecond, err)
+		}
+	}
+}
+
+// budgetFakeRT answers every request with status and counts calls.
+type budgetFakeRT struct {
+	status int
+	calls  int
+}
+
+func (f *budgetFakeRT) RoundTrip(req *http.Request) (*http.Response, error) {
+	f.calls++
+	return &http.Response{StatusCode: f.status, Header: http.Header{}, Body: http.NoBody, Request: req}, nil
+}
+
+// TestBudgetStopsRetriesThroughTransport: once the budget is spent, the
+// attempt says ReasonBudget and the server sees no more retries.
+func TestBudgetStopsRetriesThroughTransport(t *testing.T) {
+	b, _ := NewBudget(0, 0, nil) // burst 1: exactly one retry in total
+	rt := &budgetFakeRT{status: 503}
+	var reasons []Reason
+	var tokens []float64
+	tr := NewTransport(rt, WithBudget(b), WithBackoff(0, 0), WithMaxAttempts(5),
+		WithHooks(Hooks{AttemptEnd: func(_ context.Context, a *Attempt) {
+			reasons = append(reasons, a.Reason)
+			tokens = append(tokens, a.BudgetTokens)
+		}}))
+	for i := 0; i < 2; i++ {
+		req := httptest.NewRequest("GET", "http://api.test/", nil)
+		resp, err := tr.RoundTrip(req)
+		if err != nil || resp.StatusCode != 503 {
+			t.Fatalf("request %d: %v, %v; want the 503 back", i, resp, err)
+		}
+	}
+	if rt.calls != 3 {
+		t.Errorf("server saw %d attempts; want 3 (1+1 retry, then 1 with no budget left)", rt.calls)
+	}
+	want := []Reason{ReasonNotProcessed, ReasonBudget, ReasonBudget}
+	if len(reasons) != len(want) {
+		t.Fatalf("reasons %v; want %v", reasons, want)
+	}
+	for i := range want {
+		if reasons[i] != want[i] {
+			t.Errorf("attempt %d reason %s; want %s", i, reasons[i], want[i])
+		}
+	}
+	if tokens[0] != 0 {
+		t.Errorf("tokens after the paid retry = %v; want 0", tokens[0])
+	}
+}
+
+func TestAttemptHeaderOnRetriesOnly(t *testing.T) {
+	var seen []string
+	rt := budgetRTFunc(func(req *http.Request) (*http.Response, error) {
+		seen = append(seen, req.Header.Get("X-Attempt"))
+		return &http.Response{StatusCode: 503, Header: http.Header{}, Body: http.NoBody, Request: req}, nil
+	})
+	req := httptest.NewRequest("GET", "http://api.test/", nil)
+	resp, err := NewTransport(rt, WithAttemptHeader("X-Attempt"), WithBackoff(0, 0)).RoundTrip(req)
+	if err != nil || resp.StatusCode != 503 {
+		t.Fatal(resp, err)
+	}
+	if got := len(seen); got != 3 || seen[0] != "" || seen[1] != "2" || seen[2] != "3" {
+		t.Errorf("attempt headers %q; want [\"\" \"2\" \"3\"]", seen)
+	}
+	if req.Header.Get("X-Attempt") != "" {
+		t.Error("the caller's request gained the attempt header")
+	}
+	if _, err := NewPolicy(WithAttemptHeader("bad header")); err == nil {
+		t.Error("WithAttemptHeader(\"bad header\") accepted")
+	}
+}
+
+func TestIdempotencyKeysMakePostReplayable(t *testing.T) {
+	var keys []string
+	rt := budgetRTFunc(func(req *http.Request) (*http.Response, error) {
+		keys = append(keys, req.Header.Get("Idempotency-Key"))
+		return nil, &net.OpError{Op: "read", Net: "tcp", Err: syscall.ECONNRESET}
+	})
+	req := httptest.NewRequest("POST", "http://api.test/", strings.NewReader("pay"))
+	tr := NewTransport(rt, WithIdempotencyKeys(true), WithBackoff(0, 0))
+	if _, err := tr.RoundTrip(req); !errors.Is(err, ReasonAttempts) {
+		t.Fatalf("err = %v; want attempts exhausted after retries", err)
+	}
+	if len(keys) != 3 || keys[0] == "" || keys[0] != keys[1] || keys[1] != keys[2] {
+		t.Errorf("keys %q; want one generated key on all 3 attempts", keys)
+	}
+	if req.Header.Get("Idempotency-Key") != "" {
+		t.Error("the caller's request gained the key")
+	}
+}
+
+type budgetRTFunc func(*http.Request) (*http.Response, error)
+
+func (f budgetRTFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }

@@ -88,7 +88,7 @@ type Attempt struct {
 	// Err is the attempt's transport error, or nil.
 	Err error
 	// Sent reports whether the request may have reached the server: a
-	// connection was obtained for it.
+	// connection was obtained for it and its headers were written.
 	Sent bool
 	// Replayable reports whether sending the request twice is safe: its
 	// method is idempotent, or it carries an Idempotency-Key header.

@@ -154,10 +154,16 @@ func (r *Run) send() (*http.Response, error, *sendstate.State) {
 		hdr[p.attemptHdr] = []string{strconv.Itoa(r.n)}
 	}
 	areq := r.req
-	if ctx != r.req.Context() || r.body != r.req.Body || len(hdr) != len(r.req.Header) || !sameMap(hdr, r.req.Header) {
+	if ctx != r.req.Context() || r.body != r.req.Body || len(hdr) != len(r.req.Header) || !sameMap(hdr, r.req.Header) || !r.replayable {
 		areq = r.req.WithContext(ctx)
 		areq.Body = r.body
 		areq.Header = hdr
+		if !r.replayable {
+			// Without GetBody, net/http cannot re-send a request that is not
+			// replayable on its own (HTTP/2 would after PROTOCOL_ERROR);
+			// tank judges every re-send itself.
+			areq.GetBody = nil
+		}
 	}
 	r.body = nil
 	resp, err := r.next.RoundTrip(areq)

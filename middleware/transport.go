@@ -51,6 +51,7 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		if !p.replayable(req) {
 			st = sendstate.Get()
 			areq = req.WithContext(sendstate.With(req.Context(), st))
+			areq.GetBody = nil // net/http must not re-send it behind our back
 		}
 		resp, err := t.next.RoundTrip(areq)
 		if err == nil && !p.mayRetryStatus(resp.StatusCode) {

@@ -19,8 +19,9 @@ const (
 	// InvalidRequest: net/http refused the request before dialling
 	// (unsupported scheme, missing host, invalid header or method).
 	InvalidRequest
-	// RefusedStream: an HTTP/2 server refused the stream (RFC 9113 §8.7:
-	// the request was not processed).
+	// RefusedStream: an HTTP/2 server refused the stream, or net/http could
+	// not re-send a request after a graceful GOAWAY or on an unusable
+	// connection (RFC 9113 §8.7: the request was not processed).
 	RefusedStream
 	// Malformed: the server answered with something that is not HTTP, or
 	// broke the protocol mid-response.
@@ -44,7 +45,9 @@ func Classify(msg string) Kind {
 		strings.Contains(msg, "nil Request.URL"),
 		strings.Contains(msg, "nil Request.Header"):
 		return InvalidRequest
-	case strings.Contains(msg, "REFUSED_STREAM"):
+	case strings.Contains(msg, "REFUSED_STREAM"),
+		strings.Contains(msg, "cannot retry err [http2: Transport received Server's graceful shutdown GOAWAY]"),
+		strings.Contains(msg, "cannot retry err [http2: client conn is not usable]"):
 		return RefusedStream
 	case strings.Contains(msg, "remote error: tls:"):
 		return TLSAlert

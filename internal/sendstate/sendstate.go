@@ -1,6 +1,8 @@
 // Package sendstate records, per attempt, whether net/http obtained a
-// connection for a request: the one reliable sign that the request may have
-// reached the server (before it, nothing was written).
+// connection for a request and began writing it: the one reliable sign that
+// the request may have reached the server. Error values cannot tell (EOF and
+// connection resets happen in TLS handshakes too); before a connection is
+// obtained and the headers are written, nothing can have reached a handler.
 package sendstate
 
 import (
@@ -12,14 +14,15 @@ import (
 
 // State is the send state of one attempt.
 type State struct {
-	conn    atomic.Bool
-	trace   httptrace.ClientTrace
-	gotConn func(httptrace.GotConnInfo) // s.record, bound once
+	conn, wrote  atomic.Bool
+	trace        httptrace.ClientTrace
+	gotConn      func(httptrace.GotConnInfo) // s.record, bound once
+	wroteHeaders func()                      // s.recordWrite, bound once
 }
 
 var pool = sync.Pool{New: func() any {
 	s := new(State)
-	s.gotConn = s.record
+	s.gotConn, s.wroteHeaders = s.record, s.recordWrite
 	return s
 }}
 
@@ -28,6 +31,7 @@ var pool = sync.Pool{New: func() any {
 func Get() *State {
 	s := pool.Get().(*State)
 	s.conn.Store(false)
+	s.wrote.Store(false)
 	return s
 }
 
@@ -37,18 +41,26 @@ func Get() *State {
 // direction: fewer retries, never a duplicate).
 func Put(s *State) { pool.Put(s) }
 
-// Sent reports whether a connection was obtained for the attempt.
-func (s *State) Sent() bool { return s.conn.Load() }
+// Sent reports whether a connection was obtained for the attempt and its
+// headers were written (to the connection's buffer: not proof of delivery,
+// but before it nothing was sent). A reused keep-alive connection that
+// fails before the write counts as not sent.
+func (s *State) Sent() bool { return s.conn.Load() && s.wrote.Load() }
+
+// Conn reports whether a connection was obtained.
+func (s *State) Conn() bool { return s.conn.Load() }
 
 func (s *State) record(httptrace.GotConnInfo) { s.conn.Store(true) }
+
+func (s *State) recordWrite() { s.wrote.Store(true) }
 
 // With returns a context whose client trace records into s, composed with any
 // trace already in ctx (the caller's hooks keep firing).
 func With(ctx context.Context, s *State) context.Context {
 	if httptrace.ContextClientTrace(ctx) != nil {
 		// Composing mutates the trace we pass: give it one of its own.
-		return httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{GotConn: s.gotConn})
+		return httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{GotConn: s.gotConn, WroteHeaders: s.wroteHeaders})
 	}
-	s.trace = httptrace.ClientTrace{GotConn: s.gotConn}
+	s.trace = httptrace.ClientTrace{GotConn: s.gotConn, WroteHeaders: s.wroteHeaders}
 	return httptrace.WithClientTrace(ctx, &s.trace)
 }

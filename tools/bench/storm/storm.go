@@ -9,6 +9,7 @@ import (
 	"context"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"time"
@@ -92,6 +93,20 @@ func (s *server) RoundTrip(req *http.Request) (*http.Response, error) {
 	if req.Body != nil {
 		req.Body.Close()
 	}
+	status := s.serve()
+	return &http.Response{
+		StatusCode: status, Status: http.StatusText(status), Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
+		Header: http.Header{}, Body: io.NopCloser(strings.NewReader("")), Request: req,
+	}, nil
+}
+
+// ServeHTTP is the same server over real HTTP, for RunReal.
+func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	w.WriteHeader(s.serve())
+}
+
+// serve records one attempt and returns its status.
+func (s *server) serve() int {
 	now := time.Now()
 	at := now.Sub(s.t0)
 	s.mu.Lock()
@@ -111,20 +126,36 @@ func (s *server) RoundTrip(req *http.Request) (*http.Response, error) {
 		s.fails[i]++
 	}
 	s.mu.Unlock()
-	status := http.StatusOK
 	if !ok {
-		status = http.StatusServiceUnavailable
+		return http.StatusServiceUnavailable
 	}
-	return &http.Response{
-		StatusCode: status, Status: http.StatusText(status), Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
-		Header: http.Header{}, Body: io.NopCloser(strings.NewReader("")), Request: req,
-	}, nil
+	return http.StatusOK
 }
 
 // Run simulates s under cfg. It must run inside a synctest bubble
 // (synctest.Test), where time.Now and timers are virtual.
 func Run(cfg Config, s Strategy) Result {
 	srv := &server{cfg: cfg, t0: time.Now(), win: time.Now()}
+	return run(cfg, s, srv, srv, "http://storm.test/")
+}
+
+// RunReal runs the same scenario in real time over loopback HTTP, to
+// confirm the simulation. It takes cfg.Duration plus the last requests'
+// retries.
+func RunReal(cfg Config, s Strategy) Result {
+	srv := &server{cfg: cfg}
+	hs := httptest.NewServer(srv)
+	defer hs.Close()
+	base := http.DefaultTransport.(*http.Transport).Clone()
+	base.MaxIdleConnsPerHost = 256
+	defer base.CloseIdleConnections()
+	srv.mu.Lock()
+	srv.t0, srv.win = time.Now(), time.Now()
+	srv.mu.Unlock()
+	return run(cfg, s, srv, base, hs.URL)
+}
+
+func run(cfg Config, s Strategy, srv *server, next http.RoundTripper, url string) Result {
 	var (
 		wg             sync.WaitGroup
 		mu             sync.Mutex
@@ -133,7 +164,7 @@ func Run(cfg Config, s Strategy) Result {
 	interval := time.Second / time.Duration(cfg.RatePerClient)
 	perClient := int(cfg.Duration / interval)
 	for c := 0; c < cfg.Clients; c++ {
-		rt := s.New(srv)
+		rt := s.New(next)
 		wg.Add(1)
 		go func(c int) {
 			defer wg.Done()
@@ -145,7 +176,7 @@ func Run(cfg Config, s Strategy) Result {
 					defer wg.Done()
 					ctx, cancel := context.WithTimeout(context.Background(), cfg.Timeout)
 					defer cancel()
-					req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://storm.test/", nil)
+					req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 					resp, err := rt.RoundTrip(req)
 					failed := err != nil || resp.StatusCode != http.StatusOK
 					if resp != nil {

@@ -1,7 +1,7 @@
 // Command report turns benchmark output and the storm simulation's results
 // into the tables and charts of BENCHMARKS.md.
 //
-//	go run ./cmd/report -peers results/peers.txt -storm ../../docs/bench/storm.json -out ../../docs
+//	go run ./cmd/report   # reads ../../docs/bench/peers.txt and storm.json, writes the charts there
 //
 // Ratios are paired: within each pass (the n-th result of a benchmark), a
 // lib's value is divided by bare's value from the same pass, and the table

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/http"
+	"strings"
 	"time"
 )
 
@@ -360,10 +361,11 @@ func WithIdempotencyKeys(on bool) Option {
 	})
 }
 
+// validHeaderName reports whether s is an RFC 9110 token (a field name).
 func validHeaderName(s string) bool {
 	for i := 0; i < len(s); i++ {
 		c := s[i]
-		if !(c == '-' || c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z') {
+		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0) {
 			return false
 		}
 	}

@@ -73,6 +73,10 @@ func (r *Run) init(p *Policy, req *http.Request, next http.RoundTripper) {
 		next = http.DefaultTransport
 	}
 	r.p, r.req, r.next, r.ctx, r.header = p, req, next, req.Context(), req.Header
+	if r.header == nil {
+		// As http.Client does: hooks and the attempt header write to it.
+		r.header = http.Header{}
+	}
 	if p.needsKey(req) {
 		r.header = req.Header.Clone()
 		if r.header == nil {
@@ -409,7 +413,13 @@ func (r *Run) finish() {
 	}
 	if r.cancel != nil {
 		if r.resp != nil {
-			r.resp.Body = &cancelBody{ReadCloser: r.resp.Body, cancel: r.cancel}
+			cb := cancelBody{ReadCloser: r.resp.Body, cancel: r.cancel}
+			if rw, ok := r.resp.Body.(io.ReadWriteCloser); ok {
+				// A 101 Switching Protocols body is the connection: keep it writable.
+				r.resp.Body = &cancelRWBody{cb, rw}
+			} else {
+				r.resp.Body = &cb
+			}
 		} else {
 			r.cancel()
 		}
@@ -464,6 +474,14 @@ type cancelBody struct {
 	io.ReadCloser
 	cancel context.CancelFunc
 }
+
+// cancelRWBody is a cancelBody over a writable body (protocol switch).
+type cancelRWBody struct {
+	cancelBody
+	w io.Writer
+}
+
+func (b *cancelRWBody) Write(p []byte) (int, error) { return b.w.Write(p) }
 
 func (b *cancelBody) Close() error {
 	err := b.ReadCloser.Close()

@@ -23,6 +23,10 @@ type State struct {
 var pool = sync.Pool{New: func() any {
 	s := new(State)
 	s.gotConn, s.wroteHeaders = s.record, s.recordWrite
+	// Written once, never again: net/http's readLoop reads the trace of a
+	// request after its RoundTrip has returned (PutIdleConn, when the body
+	// is done), by which time s may serve another attempt.
+	s.trace = httptrace.ClientTrace{GotConn: s.gotConn, WroteHeaders: s.wroteHeaders}
 	return s
 }}
 
@@ -61,6 +65,5 @@ func With(ctx context.Context, s *State) context.Context {
 		// Composing mutates the trace we pass: give it one of its own.
 		return httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{GotConn: s.gotConn, WroteHeaders: s.wroteHeaders})
 	}
-	s.trace = httptrace.ClientTrace{GotConn: s.gotConn, WroteHeaders: s.wroteHeaders}
 	return httptrace.WithClientTrace(ctx, &s.trace)
 }

@@ -102,3 +102,13 @@ func (b *Budget) withdraw(req *http.Request, now time.Time) (left float64, ok bo
 	bk.tokens--
 	return bk.tokens, true
 }
+
+// refund returns the token of a retry that was paid for but not made.
+func (b *Budget) refund(req *http.Request, now time.Time) float64 {
+	k := b.key(req)
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	bk := b.fill(k, now)
+	bk.tokens = math.Min(b.burst, bk.tokens+1)
+	return bk.tokens
+}

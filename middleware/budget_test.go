@@ -3,6 +3,7 @@ package middleware
 import (
 	"context"
 	"errors"
+	"io"
 	"math"
 	"net"
 	"net/http"
@@ -181,3 +182,20 @@ func TestIdempotencyKeysMakePostReplayable(t *testing.T) {
 type budgetRTFunc func(*http.Request) (*http.Response, error)
 
 func (f budgetRTFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+// TestBudgetRefundsRetryNotMade: a retry the budget paid for but that could
+// not be made (GetBody failed) gives its token back.
+func TestBudgetRefundsRetryNotMade(t *testing.T) {
+	b, _ := NewBudget(0, 0, nil) // one token in all
+	rt := &budgetFakeRT{status: 503}
+	tr := NewTransport(rt, WithBudget(b), WithBackoff(0, 0))
+	req := httptest.NewRequest("PUT", "http://api.test/", strings.NewReader("x"))
+	req.GetBody = func() (io.ReadCloser, error) { return nil, errors.New("gone") }
+	resp, err := tr.RoundTrip(req)
+	if err != nil || resp.StatusCode != 503 || rt.calls != 1 {
+		t.Fatalf("got %v, %v after %d calls; want the 503 after 1 attempt", resp, err, rt.calls)
+	}
+	if _, ok := b.withdraw(req, time.Now()); !ok {
+		t.Error("the token paid for the retry that was never made was not refunded")
+	}
+}

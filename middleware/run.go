@@ -312,6 +312,9 @@ func (r *Run) schedule1(a *Attempt) {
 		}
 	}
 	a.Sleep, a.SleepSource = d, src
+	if src == SleepRetryAfter {
+		r.prevWait = d // decorrelated jitter builds on the wait actually taken
+	}
 }
 
 // sameMap reports whether two headers are the same map.
@@ -380,6 +383,9 @@ func (r *Run) rewind(a *Attempt) {
 	b, err := r.getBody()
 	if err != nil {
 		a.Verdict, a.Reason, a.Sleep, a.SleepSource = Stop, ReasonBodyNotReplayable, 0, ""
+		if r.p.budget != nil && a.BudgetTokens >= 0 {
+			a.BudgetTokens = r.p.budget.refund(r.req, r.p.now())
+		}
 		if r.err != nil {
 			r.err = errors.Join(r.err, &BodyError{Err: err})
 		}

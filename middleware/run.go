@@ -45,6 +45,7 @@ type Run struct {
 	last   *Attempt
 	actx   context.Context    // the last attempt's context
 	cancel context.CancelFunc // the last attempt's timeout, if any
+	tctx   context.Context    // the last attempt's timeout context, if any
 	resp   *http.Response
 	err    error
 	done   bool
@@ -146,6 +147,7 @@ func (r *Run) send() (*http.Response, error, *sendstate.State) {
 	r.actx = ctx
 	if p.attemptTO > 0 {
 		ctx, r.cancel = context.WithTimeout(ctx, p.attemptTO)
+		r.tctx = ctx
 	}
 	hdr := r.header
 	if a != nil {
@@ -195,14 +197,14 @@ func (r *Run) judge(resp *http.Response, err error, st *sendstate.State) *Attemp
 	case err == nil:
 		a.Class = p.statusClass(resp.StatusCode)
 	default:
-		a.Class = classifyErr(err, st != nil && st.Sent(), st != nil)
+		a.Class = classifyErr(err, r.sent(st), st != nil)
 	}
 	g := a.Class.group()
 	switch {
 	case err == nil:
 		a.Sent = true
 	case st != nil:
-		a.Sent = st.Sent() && g != groupNotSent
+		a.Sent = r.sent(st) && g != groupNotSent
 	default:
 		a.Sent = g == groupSent || g == groupCanceled
 	}
@@ -227,6 +229,18 @@ func (r *Run) judge(resp *http.Response, err error, st *sendstate.State) *Attemp
 	}
 	r.finish()
 	return a
+}
+
+// sent reports whether the attempt may have reached the server. HTTP/2
+// reports WroteHeaders from its writer goroutine, and returns without
+// waiting for it when the attempt's context ends: an attempt cut by its own
+// timeout after a connection was obtained may be on the wire, so it counts
+// as sent. (The caller's cancellation stops retries whatever the state.)
+func (r *Run) sent(st *sendstate.State) bool {
+	if st == nil {
+		return false
+	}
+	return st.Sent() || (st.Conn() && r.tctx != nil && r.tctx.Err() != nil)
 }
 
 // decide applies the classifiers, then the default rules.

@@ -62,18 +62,19 @@ func heldHeaders(t *testing.T, m string) (received int, seen []seen, err error) 
 	return n, rec.get(), err
 }
 
-// TestH2AttemptTimeoutBeforeWroteHeadersResendsPOST FAILS today: a POST
-// without Idempotency-Key is processed twice through tank (middleware bug 1).
+// TestH2AttemptTimeoutBeforeWroteHeadersNotResent guards a fixed bug: a
+// POST without Idempotency-Key was processed twice through tank.
 //
-// Since commit 243224e, sendstate.State.Sent() requires httptrace
-// WroteHeaders. HTTP/2 fires WroteHeaders only AFTER the HEADERS frame has
+// sendstate.State.Sent() requires httptrace WroteHeaders. HTTP/2 fires WroteHeaders only AFTER the HEADERS frame has
 // been flushed to the connection (h2_bundle.go: cc.writeHeaders ends with
 // cc.bw.Flush(); traceWroteHeaders follows), on the stream's own goroutine
 // (go cs.doRequest), and (*http2ClientConn).roundTrip returns on ctx.Done
 // without waiting for that goroutine. When the attempt timeout fires in that
 // window, tank reads Sent() == false, classes the attempt "connect" (not
-// sent) and retries the POST, whose complete request is already on its way.
-func TestH2AttemptTimeoutBeforeWroteHeadersResendsPOST(t *testing.T) {
+// sent) and retried the POST, whose complete request was already on its way.
+// The fix (middleware/run.go, Run.sent): an attempt cut by its own timeout
+// after a connection was obtained counts as sent.
+func TestH2AttemptTimeoutBeforeWroteHeadersNotResent(t *testing.T) {
 	n, got, _ := heldHeaders(t, http.MethodPost)
 	if n > 1 {
 		t.Errorf("INVARIANT: server received a POST without Idempotency-Key %d times; want at most 1", n)

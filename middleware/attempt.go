@@ -125,6 +125,11 @@ type Classifier func(a *Attempt) Verdict
 // Hooks run on the goroutine of the request; they must be safe to call from
 // many requests at once.
 type Hooks struct {
+	// Enabled, when set, is asked once per request whether the other hooks
+	// want to see it. false lets the request take the Transport's success
+	// path, as if there were no hooks (tracing says false when no
+	// OpenTelemetry SDK is installed). nil means always.
+	Enabled func(req *http.Request) bool
 	// RequestStart runs once per logical request, before the first attempt.
 	// The context it returns (nil: unchanged) is the parent of every attempt.
 	RequestStart func(ctx context.Context, req *http.Request) context.Context
@@ -150,7 +155,21 @@ func (h Hooks) join(g Hooks) Hooks {
 		AttemptStart: joinCtx(h.AttemptStart, g.AttemptStart),
 		AttemptEnd:   joinEnd(h.AttemptEnd, g.AttemptEnd),
 		RequestEnd:   joinEnd(h.RequestEnd, g.RequestEnd),
+		Enabled:      joinEnabled(h, g),
 	}
+}
+
+// joinEnabled: joined hooks see a request when either side wants it.
+func joinEnabled(h, g Hooks) func(*http.Request) bool {
+	switch {
+	case h.empty():
+		return g.Enabled
+	case g.empty():
+		return h.Enabled
+	case h.Enabled == nil || g.Enabled == nil:
+		return nil
+	}
+	return func(r *http.Request) bool { return h.Enabled(r) || g.Enabled(r) }
 }
 
 func joinCtx[T any](f, g func(context.Context, T) context.Context) func(context.Context, T) context.Context {

@@ -378,6 +378,11 @@ func (p *Policy) needsKey(req *http.Request) bool {
 		len(req.Header[idempotencyKey]) == 0 && len(req.Header[idempotencyKeyAlt]) == 0
 }
 
+// hooksOn reports whether req is to be observed by the policy's hooks.
+func (p *Policy) hooksOn(req *http.Request) bool {
+	return p.hasHooks && (p.hooks.Enabled == nil || p.hooks.Enabled(req))
+}
+
 // replayable reports whether req may be sent twice.
 func (p *Policy) replayable(req *http.Request) bool {
 	if p.methods[req.Method] || (req.Method == "" && p.methods[http.MethodGet]) {

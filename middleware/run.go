@@ -27,6 +27,7 @@ type Run struct {
 	p          *Policy
 	next       http.RoundTripper
 	req        *http.Request   // the caller's; never modified
+	h          *Hooks          // the policy's hooks, nil when off for this request
 	header     http.Header     // headers every attempt sends (req.Header unless tank adds one)
 	ctx        context.Context // parent of every attempt (after RequestStart)
 	replayable bool
@@ -86,9 +87,12 @@ func (r *Run) init(p *Policy, req *http.Request, next http.RoundTripper) {
 		r.header[idempotencyKey] = []string{newKey()}
 	}
 	r.replayable = p.replayable(req) || r.header[idempotencyKey] != nil
-	r.trace = !r.replayable || p.hasHooks || len(p.classifiers) > 0 || p.groupCaps != [3]int{}
-	if p.hooks.RequestStart != nil {
-		if c := p.hooks.RequestStart(r.ctx, req); c != nil {
+	if p.hooksOn(req) {
+		r.h = &p.hooks
+	}
+	r.trace = !r.replayable || r.h != nil || len(p.classifiers) > 0 || p.groupCaps != [3]int{}
+	if r.h != nil && r.h.RequestStart != nil {
+		if c := r.h.RequestStart(r.ctx, req); c != nil {
 			r.ctx = c
 		}
 	}
@@ -129,11 +133,11 @@ func (r *Run) send() (*http.Response, error, *sendstate.State) {
 	p := r.p
 	ctx := r.ctx
 	var a *Attempt
-	if p.hasHooks || len(p.classifiers) > 0 {
+	if r.h != nil || len(p.classifiers) > 0 {
 		a = &Attempt{Request: r.req, Header: r.header, Number: r.n, Slept: r.slept, Replayable: r.replayable, BudgetTokens: -1}
-		if p.hooks.AttemptStart != nil {
+		if r.h != nil && r.h.AttemptStart != nil {
 			a.Header = r.header.Clone()
-			if c := p.hooks.AttemptStart(ctx, a); c != nil {
+			if c := r.h.AttemptStart(ctx, a); c != nil {
 				ctx = c
 			}
 		}
@@ -154,7 +158,7 @@ func (r *Run) send() (*http.Response, error, *sendstate.State) {
 		hdr = a.Header
 	}
 	if p.attemptHdr != "" && r.n > 1 {
-		if a == nil || p.hooks.AttemptStart == nil {
+		if a == nil || r.h == nil || r.h.AttemptStart == nil {
 			hdr = hdr.Clone()
 		}
 		hdr[p.attemptHdr] = []string{strconv.Itoa(r.n)}
@@ -219,8 +223,8 @@ func (r *Run) judge(resp *http.Response, err error, st *sendstate.State) *Attemp
 	if a.Verdict == Retry && r.hasBody {
 		r.rewind(a)
 	}
-	if p.hooks.AttemptEnd != nil {
-		p.hooks.AttemptEnd(r.actx, a)
+	if r.h != nil && r.h.AttemptEnd != nil {
+		r.h.AttemptEnd(r.actx, a)
 	}
 	if a.Verdict == Retry {
 		r.discard()
@@ -445,8 +449,8 @@ func (r *Run) finish() {
 		}
 		r.cancel = nil
 	}
-	if r.p.hooks.RequestEnd != nil {
-		r.p.hooks.RequestEnd(r.ctx, r.last)
+	if r.h != nil && r.h.RequestEnd != nil {
+		r.h.RequestEnd(r.ctx, r.last)
 	}
 }
 

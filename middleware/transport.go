@@ -87,7 +87,7 @@ func (r *Run) loop(a *Attempt) (*http.Response, error) {
 // (for a request that is not replayable) its send state: no observers, no
 // per-attempt bound, no group caps, and a body net/http can produce again.
 func (p *Policy) plain(req *http.Request) bool {
-	return !p.hasHooks && len(p.classifiers) == 0 && p.attemptTO == 0 && p.groupCaps == [3]int{} &&
+	return !p.hooksOn(req) && len(p.classifiers) == 0 && p.attemptTO == 0 && p.groupCaps == [3]int{} &&
 		!p.needsKey(req) &&
 		(req.Body == nil || req.Body == http.NoBody || req.GetBody != nil)
 }

@@ -1,0 +1,375 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/cenkalti/backoff/v4"
+	"github.com/go-resty/resty/v2"
+	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/sdk/resource"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
+
+	"github.com/tankhttp/tank/adapters/backoffretry"
+	"github.com/tankhttp/tank/adapters/restyretry"
+	"github.com/tankhttp/tank/middleware"
+	"github.com/tankhttp/tank/tracing"
+)
+
+// jaegerConfig runs Jaeger v2 with in-memory storage, every listener on
+// 127.0.0.1, no batch processor (spans are queryable as soon as the OTLP
+// request returns) and no self-tracing.
+const jaegerConfig = `
+service:
+  extensions: [jaeger_storage, jaeger_query, healthcheckv2]
+  pipelines:
+    traces:
+      receivers: [otlp]
+      exporters: [jaeger_storage_exporter]
+  telemetry:
+    metrics:
+      level: none
+    logs:
+      level: warn
+extensions:
+  jaeger_storage:
+    backends:
+      memstore:
+        memory:
+          max_traces: 10000
+  jaeger_query:
+    enable_tracing: false
+    storage:
+      traces: memstore
+    http:
+      endpoint: 127.0.0.1:%[1]d
+    grpc:
+      endpoint: 127.0.0.1:%[2]d
+  healthcheckv2:
+    use_v2: true
+    http:
+      endpoint: 127.0.0.1:%[3]d
+receivers:
+  otlp:
+    protocols:
+      grpc:
+        endpoint: 127.0.0.1:%[4]d
+      http:
+        endpoint: 127.0.0.1:%[5]d
+exporters:
+  jaeger_storage_exporter:
+    trace_storage: memstore
+`
+
+// freePorts returns n loopback ports that were free a moment ago.
+func freePorts(t *testing.T, n int) []int {
+	t.Helper()
+	var ports []int
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.Close()
+		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+	}
+	return ports
+}
+
+// startJaeger runs $JAEGER_BIN and returns its query API base URL and its
+// OTLP/HTTP host:port. Jaeger is stopped when the test ends.
+func startJaeger(t *testing.T) (query, otlp string) {
+	t.Helper()
+	bin := os.Getenv("JAEGER_BIN")
+	if bin == "" {
+		t.Skip("JAEGER_BIN is not set; run `bash .ci/run`, or " +
+			"`JAEGER_BIN=/var/cache/tank/jaeger-v1.76.0 go -C tools/e2e test ./...` " +
+			"(build it with `go -C tools/jaeger tool -n jaeger`)")
+	}
+	p := freePorts(t, 5)
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "jaeger.yaml")
+	if err := os.WriteFile(cfg, fmt.Appendf(nil, jaegerConfig, p[0], p[1], p[2], p[3], p[4]), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	logf, err := os.Create(filepath.Join(dir, "jaeger.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, "--config", "file:"+cfg)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	go func() { cmd.Wait(); close(exited) }()
+	t.Cleanup(func() {
+		cmd.Process.Signal(os.Interrupt)
+		select {
+		case <-exited:
+		case <-time.After(10 * time.Second):
+			cmd.Process.Kill()
+			<-exited
+		}
+		logf.Close()
+		if t.Failed() {
+			b, _ := os.ReadFile(logf.Name())
+			t.Logf("jaeger log:\n%s", b)
+		}
+	})
+
+	// Wait for the external process to report healthy: bounded polling.
+	start := time.Now()
+	health := fmt.Sprintf("http://127.0.0.1:%d/status", p[2])
+	for i := 0; ; i++ {
+		if resp, err := http.Get(health); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				break
+			}
+		}
+		select {
+		case <-exited:
+			t.Fatalf("jaeger exited before it was healthy")
+		case <-time.After(50 * time.Millisecond):
+		}
+		if i == 400 {
+			t.Fatalf("jaeger not healthy after %v", time.Since(start))
+		}
+	}
+	t.Logf("jaeger ready in %v", time.Since(start).Round(time.Millisecond))
+	return fmt.Sprintf("http://127.0.0.1:%d", p[0]), fmt.Sprintf("127.0.0.1:%d", p[4])
+}
+
+// Jaeger's /api/traces JSON; encoding/json matches the field names
+// case-insensitively.
+type (
+	jTag struct {
+		Key   string
+		Value any
+	}
+	jRef  struct{ RefType, TraceID, SpanID string }
+	jSpan struct {
+		TraceID, SpanID, OperationName string
+		References                     []jRef
+		StartTime                      int64
+		Tags                           []jTag
+	}
+	jTrace struct {
+		TraceID string
+		Spans   []jSpan
+	}
+)
+
+func (s jSpan) tag(key string) (any, bool) {
+	for _, t := range s.Tags {
+		if t.Key == key {
+			return t.Value, true
+		}
+	}
+	return nil, false
+}
+
+// traces polls Jaeger for service's traces until one holds want spans, or
+// 100 tries (10s) have failed.
+func traces(t *testing.T, query, service string, want int) []jTrace {
+	t.Helper()
+	u := query + "/api/traces?limit=20&lookback=1h&service=" + url.QueryEscape(service)
+	var data []jTrace
+	for range 100 {
+		var r struct{ Data []jTrace }
+		if resp, err := http.Get(u); err == nil {
+			if resp.StatusCode == http.StatusOK {
+				json.NewDecoder(resp.Body).Decode(&r)
+			}
+			resp.Body.Close()
+		}
+		data = r.Data
+		if len(data) > 0 && len(data[0].Spans) >= want {
+			return data
+		}
+		time.Sleep(100 * time.Millisecond) // waiting for the external Jaeger process
+	}
+	t.Fatalf("no trace of %d spans for service %s in Jaeger; got %+v", want, service, data)
+	return nil
+}
+
+// flaky answers 503, 503, then 200, and records each request's traceparent.
+type flaky struct {
+	mu     sync.Mutex
+	parent []string
+}
+
+func (f *flaky) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	io.Copy(io.Discard, r.Body)
+	f.mu.Lock()
+	f.parent = append(f.parent, r.Header.Get("Traceparent"))
+	n := len(f.parent)
+	f.mu.Unlock()
+	if n <= 2 {
+		w.WriteHeader(http.StatusServiceUnavailable)
+		return
+	}
+	io.WriteString(w, "ok")
+}
+
+// A frontDoor sends a GET through base with opts and returns its status.
+type frontDoor func(t *testing.T, base http.RoundTripper, url string, opts []middleware.Option) int
+
+var frontDoors = []struct {
+	name string
+	send frontDoor
+}{
+	{"transport", func(t *testing.T, base http.RoundTripper, url string, opts []middleware.Option) int {
+		resp, err := (&http.Client{Transport: middleware.NewTransport(base, opts...)}).Get(url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode
+	}},
+	{"resty", func(t *testing.T, base http.RoundTripper, url string, opts []middleware.Option) int {
+		resp, err := restyretry.Apply(resty.New().SetTransport(base), opts...).R().Get(url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp.StatusCode()
+	}},
+	{"backoff", func(t *testing.T, base http.RoundTripper, url string, opts []middleware.Option) int {
+		req, _ := http.NewRequest(http.MethodGet, url, nil)
+		op, b := backoffretry.New(req, base, opts...)
+		resp, err := backoff.RetryWithData(op, backoff.WithContext(b, req.Context()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode
+	}},
+}
+
+// A request answered 503, 503, 200 is one trace in a real Jaeger, through
+// every front door: tank's request span and three attempt spans under it,
+// with resend counts, error status on the failed attempts, and tank's class
+// and sleep attributes.
+func TestRetriesInJaeger(t *testing.T) {
+	query, otlp := startJaeger(t)
+	run := strconv.FormatInt(time.Now().UnixNano(), 36)
+	for _, fd := range frontDoors {
+		t.Run(fd.name, func(t *testing.T) {
+			ctx := context.Background()
+			service := "tank-e2e-" + fd.name + "-" + run
+			exp, err := otlptracehttp.New(ctx, otlptracehttp.WithEndpoint(otlp), otlptracehttp.WithInsecure())
+			if err != nil {
+				t.Fatal(err)
+			}
+			tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(exp),
+				sdktrace.WithResource(resource.NewWithAttributes(semconv.SchemaURL, semconv.ServiceName(service))))
+			srv := &flaky{}
+			hs := httptest.NewServer(srv)
+			defer hs.Close()
+			base := &http.Transport{}
+			defer base.CloseIdleConnections()
+
+			code := fd.send(t, base, hs.URL, []middleware.Option{
+				middleware.WithBackoff(20*time.Millisecond, time.Second),
+				middleware.WithJitter(middleware.JitterNone),
+				tracing.With(tracing.WithTracerProvider(tp), tracing.WithPropagators(propagation.TraceContext{})),
+			})
+			if err := tp.Shutdown(ctx); err != nil {
+				t.Fatalf("exporting to jaeger: %v", err)
+			}
+			if code != 200 {
+				t.Fatalf("status = %d; want 200", code)
+			}
+
+			data := traces(t, query, service, 4)
+			if len(data) != 1 {
+				t.Fatalf("jaeger holds %d traces for the request; want 1", len(data))
+			}
+			checkTrace(t, data[0], srv.parent)
+		})
+	}
+}
+
+func checkTrace(t *testing.T, tr jTrace, sent []string) {
+	t.Helper()
+	if len(tr.Spans) != 4 {
+		t.Fatalf("trace has %d spans; want 4", len(tr.Spans))
+	}
+	spans := slices.Clone(tr.Spans)
+	slices.SortFunc(spans, func(a, b jSpan) int {
+		if len(a.References) != len(b.References) {
+			return len(a.References) - len(b.References) // the root first
+		}
+		return int(a.StartTime - b.StartTime)
+	})
+	root, attempts := spans[0], spans[1:]
+	if root.OperationName != "GET (tank)" || len(root.References) != 0 {
+		t.Errorf("root span = %q with %d references; want GET (tank), a root", root.OperationName, len(root.References))
+	}
+	for key, want := range map[string]any{
+		"span.kind": "internal", "tank.request.attempts": 3.0, "tank.request.outcome": "final", "tank.request.slept": 0.06,
+	} {
+		if got, _ := root.tag(key); got != want {
+			t.Errorf("root %s = %v; want %v", key, got, want)
+		}
+	}
+	if got, ok := root.tag("otel.status_code"); ok {
+		t.Errorf("root otel.status_code = %v; want unset after a successful retry", got)
+	}
+
+	for i, s := range attempts {
+		if s.OperationName != "GET" {
+			t.Errorf("attempt %d name = %q; want GET", i+1, s.OperationName)
+		}
+		if len(s.References) != 1 || s.References[0].RefType != "CHILD_OF" || s.References[0].SpanID != root.SpanID {
+			t.Errorf("attempt %d references = %+v; want CHILD_OF the root %s", i+1, s.References, root.SpanID)
+		}
+		if i < len(sent) && len(sent[i]) >= 52 && sent[i][36:52] != s.SpanID {
+			t.Errorf("attempt %d sent traceparent %q; want its span id %s", i+1, sent[i], s.SpanID)
+		}
+		resend, ok := s.tag("http.request.resend_count")
+		if i == 0 && ok || i > 0 && resend != float64(i) {
+			t.Errorf("attempt %d http.request.resend_count = %v (present %v); want %v", i+1, resend, ok, []string{"absent", "1", "2"}[i])
+		}
+		failed := i < 2
+		st, _ := s.tag("otel.status_code")
+		et, _ := s.tag("error.type")
+		if failed && (st != "ERROR" || et != "503") || !failed && (st == "ERROR" || et != nil) {
+			t.Errorf("attempt %d status %v error.type %v; want ERROR and 503 only on the failed ones", i+1, st, et)
+		}
+		for key, want := range map[string]any{
+			"span.kind":          "client",
+			"tank.attempt.class": map[bool]any{true: "unavailable", false: "final"}[failed],
+		} {
+			if got, _ := s.tag(key); got != want {
+				t.Errorf("attempt %d %s = %v; want %v", i+1, key, got, want)
+			}
+		}
+		sleep, ok := s.tag("tank.attempt.sleep")
+		if failed && sleep != []float64{0.02, 0.04}[i] || !failed && ok {
+			t.Errorf("attempt %d tank.attempt.sleep = %v (present %v); want 0.02, 0.04, absent", i+1, sleep, ok)
+		}
+		if src, _ := s.tag("tank.attempt.sleep_source"); failed && src != "backoff" {
+			t.Errorf("attempt %d tank.attempt.sleep_source = %v; want backoff", i+1, src)
+		}
+	}
+}

@@ -1,0 +1,320 @@
+package tracing
+
+import (
+	"context"
+	"net/http"
+	"reflect"
+	"strconv"
+	"time"
+
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/propagation"
+	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
+
+	"github.com/tankhttp/tank/middleware"
+)
+
+// scope names the tracer and meter.
+const scope = "github.com/tankhttp/tank/tracing"
+
+// tank's attribute keys; doc.go lists them.
+const (
+	keyClass       = attribute.Key("tank.attempt.class")
+	keyDecision    = attribute.Key("tank.attempt.decision")
+	keyReason      = attribute.Key("tank.attempt.reason")
+	keySleep       = attribute.Key("tank.attempt.sleep")
+	keySleepSource = attribute.Key("tank.attempt.sleep_source")
+	keyBudget      = attribute.Key("tank.attempt.budget_tokens")
+	keyAttempts    = attribute.Key("tank.request.attempts")
+	keyOutcome     = attribute.Key("tank.request.outcome")
+	keySlept       = attribute.Key("tank.request.slept")
+)
+
+// hooks holds what every request shares: the tracer, the instruments and
+// the options. It is immutable after newHooks.
+type hooks struct {
+	tracer      trace.Tracer
+	noTracer    bool                 // the provider is the API's no-op
+	unsetGlobal trace.TracerProvider // see newHooks
+	prop        propagation.TextMapPropagator
+	requestSpan bool
+
+	duration metric.Float64Histogram // http.client.request.duration
+	attempts metric.Int64Counter     // tank.client.attempts
+	sleeps   metric.Float64Histogram // tank.client.retry.sleep
+}
+
+func newHooks(c *config) *hooks {
+	h := &hooks{
+		tracer:      c.tp.Tracer(scope, trace.WithSchemaURL(semconv.SchemaURL)),
+		prop:        c.prop,
+		requestSpan: c.requestSpan,
+	}
+	switch {
+	case isNoop(c.tp):
+		h.noTracer = true
+	case c.globalTP && isUnsetGlobal(c.tp):
+		// No SDK is installed yet. The placeholder will forward to the one
+		// the program installs later, and otel.GetTracerProvider then
+		// returns that one: until it does, requests need no tracing work.
+		h.unsetGlobal = c.tp
+	}
+	m := c.mp.Meter(scope, metric.WithSchemaURL(semconv.SchemaURL))
+	var err error
+	h.duration, err = m.Float64Histogram("http.client.request.duration",
+		metric.WithUnit("s"),
+		metric.WithDescription("Duration of HTTP client requests."),
+		metric.WithExplicitBucketBoundaries(0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10))
+	handle(err)
+	h.attempts, err = m.Int64Counter("tank.client.attempts",
+		metric.WithUnit("{attempt}"),
+		metric.WithDescription("Attempts of HTTP client requests, by tank class and decision."))
+	handle(err)
+	h.sleeps, err = m.Float64Histogram("tank.client.retry.sleep",
+		metric.WithUnit("s"),
+		metric.WithDescription("Waits tank scheduled between attempts."),
+		metric.WithExplicitBucketBoundaries(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60))
+	handle(err)
+	return h
+}
+
+// handle reports an instrument that could not be created; the instrument
+// the API returned alongside still works as a no-op.
+func handle(err error) {
+	if err != nil {
+		otel.Handle(err)
+	}
+}
+
+// request is one logical request's state. It is also the context that
+// RequestStart returns (its parent plus itself as a value), which saves a
+// context allocation. Attempts of one request run one after the other, so
+// it needs no lock.
+type request struct {
+	context.Context
+	span    trace.Span // tank's INTERNAL span, or nil
+	attempt trace.Span // the current attempt's span
+	start   time.Time  // the current attempt's start, when metrics are on
+
+	method string // http.request.method
+	name   string // attempt span name
+	server serverAttrs
+	buf    [10]attribute.KeyValue // scratch space for attribute lists
+}
+
+type requestKey struct{}
+
+func (r *request) Value(key any) any {
+	if key == (requestKey{}) {
+		return r
+	}
+	return r.Context.Value(key)
+}
+
+func fromContext(ctx context.Context) *request {
+	r, _ := ctx.Value(requestKey{}).(*request)
+	return r
+}
+
+func (h *hooks) metricsOn(ctx context.Context) bool {
+	return h.duration.Enabled(ctx) || h.attempts.Enabled(ctx) || h.sleeps.Enabled(ctx)
+}
+
+// idle reports, without allocating, that nothing would record a request
+// in ctx: no SDK (yet), no span in ctx, no metric enabled.
+func (h *hooks) idle(ctx context.Context) bool {
+	if !h.noTracer && (h.unsetGlobal == nil || otel.GetTracerProvider() != h.unsetGlobal) {
+		return false
+	}
+	return !trace.SpanContextFromContext(ctx).IsValid() && !h.metricsOn(ctx)
+}
+
+// isNoop reports whether tp is the trace API's no-op provider.
+func isNoop(tp trace.TracerProvider) bool {
+	_, ok := tp.(noop.TracerProvider)
+	return ok
+}
+
+// isUnsetGlobal reports whether tp is the otel global provider's
+// placeholder, which otel.GetTracerProvider returns until
+// otel.SetTracerProvider is called. Its type is internal to otel, so it is
+// recognised by name; if otel renames it, tank only loses this shortcut.
+func isUnsetGlobal(tp trace.TracerProvider) bool {
+	t := reflect.TypeOf(tp)
+	return t != nil && t.Kind() == reflect.Pointer && t.Elem().PkgPath() == "go.opentelemetry.io/otel/internal/global" &&
+		t.Elem().Name() == "tracerProvider"
+}
+
+func (h *hooks) requestStart(ctx context.Context, req *http.Request) context.Context {
+	if h.idle(ctx) {
+		return nil
+	}
+	method, original := methodOf(req.Method)
+	var span trace.Span
+	if h.requestSpan && !trace.SpanContextFromContext(ctx).IsValid() {
+		var sctx context.Context
+		sctx, span = h.tracer.Start(ctx, requestSpanName(method), trace.WithSpanKind(trace.SpanKindInternal))
+		if !span.IsRecording() && !span.SpanContext().IsValid() && !h.metricsOn(ctx) {
+			// Nothing records this request (no SDK installed): leave the
+			// context alone, and the attempt hooks find no state and return
+			// at once.
+			span.End()
+			return nil
+		}
+		ctx = sctx
+	}
+	r := &request{Context: ctx, span: span, method: method, name: method, server: serverOf(req.URL)}
+	if method == semconv.HTTPRequestMethodOther.Value.AsString() {
+		r.name = "HTTP"
+	}
+	if span != nil && span.IsRecording() {
+		span.SetAttributes(r.server.append(r.buf[:0], method, original)...)
+	}
+	return r
+}
+
+func (h *hooks) attemptStart(ctx context.Context, a *middleware.Attempt) context.Context {
+	r := fromContext(ctx)
+	if r == nil {
+		return nil
+	}
+	_, original := methodOf(a.Request.Method)
+	attrs := r.server.append(r.buf[:0], r.method, original)
+	if a.Number > 1 {
+		attrs = append(attrs, semconv.HTTPRequestResendCount(a.Number-1))
+	}
+	ctx, r.attempt = h.tracer.Start(ctx, r.name, trace.WithSpanKind(trace.SpanKindClient), trace.WithAttributes(attrs...))
+	h.prop.Inject(ctx, headerCarrier(a.Header))
+	if h.duration.Enabled(ctx) {
+		r.start = time.Now()
+	} else {
+		r.start = time.Time{}
+	}
+	return ctx
+}
+
+// headerCarrier is propagation.HeaderCarrier without the cost of
+// canonicalising the W3C header names on every attempt.
+type headerCarrier http.Header
+
+func (c headerCarrier) Get(key string) string { return http.Header(c).Get(key) }
+
+func (c headerCarrier) Set(key, value string) {
+	switch key {
+	case "traceparent":
+		key = "Traceparent"
+	case "tracestate":
+		key = "Tracestate"
+	case "baggage":
+		key = "Baggage"
+	default:
+		key = http.CanonicalHeaderKey(key)
+	}
+	c[key] = []string{value}
+}
+
+func (c headerCarrier) Keys() []string { return propagation.HeaderCarrier(c).Keys() }
+
+// errorType is the attempt's error.type: the status code for a response of
+// 400 or more, tank's class for a transport error, else "".
+func errorType(a *middleware.Attempt) string {
+	switch {
+	case a.Response != nil:
+		if a.Response.StatusCode >= 400 {
+			return strconv.Itoa(a.Response.StatusCode)
+		}
+		return ""
+	case a.Err != nil:
+		return string(a.Class)
+	}
+	return ""
+}
+
+func (h *hooks) attemptEnd(ctx context.Context, a *middleware.Attempt) {
+	r := fromContext(ctx)
+	if r == nil || r.attempt == nil {
+		return
+	}
+	span := r.attempt
+	r.attempt = nil
+	etype := errorType(a)
+	if span.IsRecording() {
+		attrs := r.buf[:0]
+		if a.Response != nil {
+			attrs = append(attrs, semconv.HTTPResponseStatusCode(a.Response.StatusCode))
+		}
+		if etype != "" {
+			attrs = append(attrs, semconv.ErrorTypeKey.String(etype))
+		}
+		attrs = append(attrs,
+			keyClass.String(string(a.Class)),
+			keyDecision.String(a.Verdict.String()),
+			keyReason.String(string(a.Reason)))
+		if a.Verdict == middleware.Retry {
+			attrs = append(attrs, keySleep.Float64(a.Sleep.Seconds()), keySleepSource.String(a.SleepSource))
+		}
+		if a.BudgetTokens >= 0 {
+			attrs = append(attrs, keyBudget.Float64(a.BudgetTokens))
+		}
+		span.SetAttributes(attrs...)
+		if etype != "" {
+			span.SetStatus(codes.Error, statusDescription(a))
+		}
+	}
+	span.End()
+
+	if !r.start.IsZero() {
+		attrs := r.server.metricAttrs(r.buf[:0], r.method)
+		if a.Response != nil {
+			attrs = append(attrs, semconv.HTTPResponseStatusCode(a.Response.StatusCode))
+		}
+		if etype != "" {
+			attrs = append(attrs, semconv.ErrorTypeKey.String(etype))
+		}
+		h.duration.Record(ctx, time.Since(r.start).Seconds(), metric.WithAttributes(attrs...))
+	}
+	if h.attempts.Enabled(ctx) {
+		h.attempts.Add(ctx, 1, metric.WithAttributes(
+			keyClass.String(string(a.Class)),
+			keyDecision.String(a.Verdict.String())))
+	}
+	if a.Verdict == middleware.Retry && h.sleeps.Enabled(ctx) {
+		h.sleeps.Record(ctx, a.Sleep.Seconds(), metric.WithAttributes(keySleepSource.String(a.SleepSource)))
+	}
+}
+
+// statusDescription is the span status message: the transport error's
+// text, or nothing when the status code says it all.
+func statusDescription(a *middleware.Attempt) string {
+	if a.Response == nil && a.Err != nil {
+		return a.Err.Error()
+	}
+	return ""
+}
+
+func (h *hooks) requestEnd(ctx context.Context, last *middleware.Attempt) {
+	r := fromContext(ctx)
+	if r == nil || r.span == nil {
+		return
+	}
+	if r.span.IsRecording() && last != nil {
+		attrs := append(r.buf[:0],
+			keyAttempts.Int(last.Number),
+			keyOutcome.String(string(last.Reason)),
+			keySlept.Float64(last.Slept.Seconds()))
+		etype := errorType(last)
+		if etype != "" {
+			attrs = append(attrs, semconv.ErrorTypeKey.String(etype))
+		}
+		r.span.SetAttributes(attrs...)
+		if etype != "" {
+			r.span.SetStatus(codes.Error, statusDescription(last))
+		}
+	}
+	r.span.End()
+}

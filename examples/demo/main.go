@@ -20,7 +20,14 @@ import (
 	"sync"
 	"time"
 
+	"go.opentelemetry.io/otel/codes"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/tankhttp/tank/internal/waterfall"
 	"github.com/tankhttp/tank/middleware"
+	"github.com/tankhttp/tank/tracing"
 )
 
 func main() {
@@ -123,11 +130,18 @@ func run(out io.Writer) error {
 			}
 		},
 	}
+	// Spans go to an in-memory recorder: after each request the demo draws
+	// them as a waterfall, what Jaeger would show.
+	rec := tracetest.NewSpanRecorder()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
+	defer tp.Shutdown(context.Background())
 	client := &http.Client{Transport: middleware.NewTransport(base,
 		middleware.WithMaxAttempts(3),
 		middleware.WithBackoff(50*time.Millisecond, time.Second),
 		middleware.WithHooks(printer),
+		tracing.With(tracing.WithTracerProvider(tp)),
 	)}
+	seen := 0
 
 	type step struct {
 		title   string
@@ -191,6 +205,10 @@ func run(out io.Writer) error {
 		if s.path != "" {
 			fmt.Fprintf(out, "  server processed it %d time(s)\n", f.count(s.path)-before)
 		}
+		spans := rec.Ended()
+		drawWaterfall(out, spans[seen:])
+		seen = len(spans)
+		fmt.Fprintln(out)
 	}
 	return nil
 }
@@ -203,3 +221,39 @@ func withCancelAfterFirst(ctx context.Context, cancel context.CancelCauseFunc) c
 }
 
 type cancelKey struct{}
+
+// drawWaterfall renders one request's spans: the request span first, then
+// its attempts in order.
+func drawWaterfall(out io.Writer, spans []sdktrace.ReadOnlySpan) {
+	var rows []waterfall.Span
+	for i := len(spans) - 1; i >= 0; i-- { // the request span ends last
+		s := spans[i]
+		if s.SpanKind() != trace.SpanKindInternal {
+			continue
+		}
+		rows = append(rows, waterfall.Span{Name: s.Name(), Start: s.StartTime(), End: s.EndTime()})
+		break
+	}
+	for _, s := range spans {
+		if s.SpanKind() != trace.SpanKindClient {
+			continue
+		}
+		row := waterfall.Span{Name: s.Name(), Depth: 1, Start: s.StartTime(), End: s.EndTime(), Error: s.Status().Code == codes.Error}
+		for _, kv := range s.Attributes() {
+			switch kv.Key {
+			case "tank.attempt.class":
+				row.Class = kv.Value.AsString()
+			case "tank.attempt.sleep":
+				row.Sleep = time.Duration(kv.Value.AsFloat64() * float64(time.Second))
+			case "tank.attempt.sleep_source":
+				row.SleepSource = kv.Value.AsString()
+			}
+		}
+		rows = append(rows, row)
+	}
+	var b strings.Builder
+	waterfall.Render(&b, rows)
+	for _, line := range strings.Split(strings.TrimRight(b.String(), "\n"), "\n") {
+		fmt.Fprintln(out, "   ", line)
+	}
+}

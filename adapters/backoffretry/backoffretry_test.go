@@ -1,7 +1,6 @@
 package backoffretry_test
 
 import (
-	"bufio"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -23,6 +22,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/tankhttp/tank/adapters/backoffretry"
+	"github.com/tankhttp/tank/internal/faultserver"
 	"github.com/tankhttp/tank/middleware"
 )
 
@@ -81,63 +81,6 @@ func codeServer(t *testing.T, codes ...int) (*httptest.Server, *atomic.Int32) {
 	return srv, &hits
 }
 
-// resetServer is a raw HTTP/1 server that reads (processes) each request
-// whole, then resets the connection when reset(n) says so for the n-th
-// request, or answers 200 "ok".
-func resetServer(t *testing.T, reset func(n int) bool) (url string, processed *atomic.Int32) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	processed = new(atomic.Int32)
-	var (
-		wg    sync.WaitGroup
-		mu    sync.Mutex
-		conns []net.Conn
-	)
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns = append(conns, c)
-			mu.Unlock()
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				br := bufio.NewReader(c)
-				for {
-					req, err := http.ReadRequest(br)
-					if err != nil {
-						return
-					}
-					io.Copy(io.Discard, req.Body)
-					if reset(int(processed.Add(1))) {
-						c.(*net.TCPConn).SetLinger(0) // Close sends RST
-						return
-					}
-					io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-				}
-			}()
-		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		mu.Lock()
-		for _, c := range conns {
-			c.Close()
-		}
-		mu.Unlock()
-		wg.Wait()
-	})
-	return "http://" + ln.Addr().String(), processed
-}
-
 func TestGETThrough503s(t *testing.T) {
 	srv, hits := codeServer(t, 503, 503, 200)
 	resp, err := do(newRequest(t, "GET", srv.URL, ""), newTransport(t), noWait)
@@ -150,9 +93,10 @@ func TestGETThrough503s(t *testing.T) {
 }
 
 func TestProcessedPOSTIsSentOnce(t *testing.T) {
-	url, processed := resetServer(t, func(int) bool { return true })
-	_, err := do(newRequest(t, "POST", url, "order"), newTransport(t), noWait)
-	if got := processed.Load(); got != 1 {
+	srv := faultserver.NewRaw(faultserver.ReadRST)
+	t.Cleanup(srv.Close)
+	_, err := do(newRequest(t, "POST", srv.URL, "order"), newTransport(t), noWait)
+	if got := srv.Hits(); got != 1 {
 		t.Errorf("server processed the POST %d times; want 1", got)
 	}
 	var ex *middleware.ExhaustedError
@@ -162,15 +106,16 @@ func TestProcessedPOSTIsSentOnce(t *testing.T) {
 }
 
 func TestPOSTWithIdempotencyKeyIsRetried(t *testing.T) {
-	url, processed := resetServer(t, func(n int) bool { return n == 1 })
-	req := newRequest(t, "POST", url, "payment")
+	srv := faultserver.NewResetWhen(func(n int) bool { return n == 1 })
+	t.Cleanup(srv.Close)
+	req := newRequest(t, "POST", srv.URL, "payment")
 	req.Header.Set("Idempotency-Key", "k1")
 	resp, err := do(req, newTransport(t), noWait)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if body := readBody(t, resp); body != "ok" || processed.Load() != 2 {
-		t.Errorf("got %q after %d requests; want \"ok\" after 2", body, processed.Load())
+	if body := readBody(t, resp); body != "ok" || srv.Hits() != 2 {
+		t.Errorf("got %q after %d requests; want \"ok\" after 2", body, srv.Hits())
 	}
 }
 
@@ -196,53 +141,6 @@ func TestUntrustedCertificateStops(t *testing.T) {
 	}
 }
 
-// fakeRT answers from a script, in memory, records when each attempt was
-// made, and counts closed response bodies.
-type fakeRT struct {
-	answer func(n int) (*http.Response, error)
-	mu     sync.Mutex
-	times  []time.Time
-	closed atomic.Int32
-}
-
-func (f *fakeRT) RoundTrip(req *http.Request) (*http.Response, error) {
-	if req.Body != nil {
-		req.Body.Close()
-	}
-	f.mu.Lock()
-	f.times = append(f.times, time.Now())
-	n := len(f.times)
-	f.mu.Unlock()
-	resp, err := f.answer(n)
-	if resp != nil {
-		resp.Request = req
-		resp.Body = &countClose{Reader: strings.NewReader(http.StatusText(resp.StatusCode)), n: &f.closed}
-	}
-	return resp, err
-}
-
-func (f *fakeRT) attempts() int {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return len(f.times)
-}
-
-type countClose struct {
-	io.Reader
-	n *atomic.Int32
-}
-
-func (c *countClose) Close() error { c.n.Add(1); return nil }
-
-func status(code int, kv ...string) *http.Response {
-	h := http.Header{}
-	for i := 0; i+1 < len(kv); i += 2 {
-		h.Set(kv[i], kv[i+1])
-	}
-	return &http.Response{StatusCode: code, Status: strconv.Itoa(code) + " " + http.StatusText(code),
-		Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1, Header: h}
-}
-
 func TestRetryAfterHonoured(t *testing.T) {
 	for _, tt := range []struct {
 		name  string
@@ -254,11 +152,11 @@ func TestRetryAfterHonoured(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
-				f := &fakeRT{answer: func(n int) (*http.Response, error) {
+				f := &faultserver.FakeTransport{Answer: func(n int) (*http.Response, error) {
 					if n == 1 {
-						return status(503, "Retry-After", tt.value()), nil
+						return faultserver.Response(503, "Retry-After", tt.value()), nil
 					}
-					return status(200), nil
+					return faultserver.Response(200), nil
 				}}
 				req := newRequest(t, "GET", "http://tank.test/", "")
 				op, b := backoffretry.New(req, f)
@@ -280,7 +178,7 @@ func TestRetryAfterHonoured(t *testing.T) {
 				if got := time.Since(start); resp.StatusCode != 200 || got != tt.want {
 					t.Errorf("status %d after %v; want 200 after %v", resp.StatusCode, got, tt.want)
 				}
-				if got := f.closed.Load(); got != 2 {
+				if got := f.Closed(); got != 2 {
 					t.Errorf("%d response bodies closed; want 2", got)
 				}
 			})
@@ -290,7 +188,7 @@ func TestRetryAfterHonoured(t *testing.T) {
 
 func TestRetryAfterBeyondDeadlineReturnsAtOnce(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		f := &fakeRT{answer: func(int) (*http.Response, error) { return status(503, "Retry-After", "5"), nil }}
+		f := &faultserver.FakeTransport{Answer: func(int) (*http.Response, error) { return faultserver.Response(503, "Retry-After", "5"), nil }}
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
 		req := newRequest(t, "GET", "http://tank.test/", "").WithContext(ctx)
@@ -300,8 +198,8 @@ func TestRetryAfterBeyondDeadlineReturnsAtOnce(t *testing.T) {
 			t.Fatal(err)
 		}
 		resp.Body.Close()
-		if resp.StatusCode != 503 || f.attempts() != 1 || time.Since(start) != 0 {
-			t.Errorf("status %d after %d attempts and %v; want 503 after 1, at once", resp.StatusCode, f.attempts(), time.Since(start))
+		if resp.StatusCode != 503 || f.Attempts() != 1 || time.Since(start) != 0 {
+			t.Errorf("status %d after %d attempts and %v; want 503 after 1, at once", resp.StatusCode, f.Attempts(), time.Since(start))
 		}
 	})
 }
@@ -312,7 +210,7 @@ var errBroken = errors.New("broken pipe (fake)")
 // retries end on a transport error: the *middleware.ExhaustedError, never
 // backoff's Permanent wrapper, reaching both the last error and the reason.
 func TestGiveUpError(t *testing.T) {
-	f := &fakeRT{answer: func(int) (*http.Response, error) { return nil, errBroken }}
+	f := &faultserver.FakeTransport{Answer: func(int) (*http.Response, error) { return nil, errBroken }}
 	resp, err := do(newRequest(t, "PUT", "http://tank.test/", "doc"), f, noWait)
 	if resp != nil {
 		t.Errorf("resp = %v; want nil", resp)
@@ -334,14 +232,14 @@ func TestGiveUpError(t *testing.T) {
 // wrapper ends the loop while tank still wanted a retry: it names the
 // attempt and unwraps to its error and the reason for the retry.
 func TestRetryErrorOfCutLoop(t *testing.T) {
-	f := &fakeRT{answer: func(int) (*http.Response, error) { return nil, errBroken }}
+	f := &faultserver.FakeTransport{Answer: func(int) (*http.Response, error) { return nil, errBroken }}
 	op, b := backoffretry.New(newRequest(t, "GET", "http://tank.test/", ""), f, noWait)
 	_, err := backoff.RetryWithData(op, backoff.WithMaxRetries(b, 1))
 	if !errors.Is(err, errBroken) || !errors.Is(err, middleware.ReasonReplayable) || !strings.Contains(err.Error(), "attempt 2 will be retried") {
 		t.Errorf("err = %v; want attempt 2's retry error, reaching %v and %s", err, errBroken, middleware.ReasonReplayable)
 	}
-	if f.attempts() != 2 {
-		t.Errorf("%d attempts; want 2", f.attempts())
+	if f.Attempts() != 2 {
+		t.Errorf("%d attempts; want 2", f.Attempts())
 	}
 }
 
@@ -352,7 +250,7 @@ func TestRetryErrorOfCutLoop(t *testing.T) {
 // later call of the operation returns the *middleware.ExhaustedError.
 func TestCancelDuringSleep(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		f := &fakeRT{answer: func(int) (*http.Response, error) { return status(503), nil }}
+		f := &faultserver.FakeTransport{Answer: func(int) (*http.Response, error) { return faultserver.Response(503), nil }}
 		ctx, cancel := context.WithCancel(context.Background())
 		time.AfterFunc(time.Second, cancel)
 		var bodies []*closeCounter
@@ -374,8 +272,8 @@ func TestCancelDuringSleep(t *testing.T) {
 		if err != context.Canceled {
 			t.Errorf("err = %v; want the bare context.Canceled", err)
 		}
-		if got := time.Since(start); got != time.Second || f.attempts() != 1 || f.closed.Load() != 1 {
-			t.Errorf("returned after %v, %d attempts, %d response bodies closed; want 1s, 1, 1", got, f.attempts(), f.closed.Load())
+		if got := time.Since(start); got != time.Second || f.Attempts() != 1 || f.Closed() != 1 {
+			t.Errorf("returned after %v, %d attempts, %d response bodies closed; want 1s, 1, 1", got, f.Attempts(), f.Closed())
 		}
 		synctest.Wait() // for the context's AfterFunc
 		if diff := cmp.Diff([]middleware.Reason{middleware.ReasonCanceled}, ends); diff != "" {
@@ -401,7 +299,7 @@ type closeCounter struct {
 func (c *closeCounter) Close() error { c.n++; return nil }
 
 func TestInvalidOption(t *testing.T) {
-	f := &fakeRT{answer: func(int) (*http.Response, error) { return status(200), nil }}
+	f := &faultserver.FakeTransport{Answer: func(int) (*http.Response, error) { return faultserver.Response(200), nil }}
 	body := &closeCounter{Reader: strings.NewReader("x")}
 	req := newRequest(t, "POST", "http://tank.test/", "")
 	req.Body = body
@@ -414,8 +312,8 @@ func TestInvalidOption(t *testing.T) {
 	if errors.As(err, &perm) {
 		t.Errorf("err = %#v; backoff's Permanent wrapper reached the caller", err)
 	}
-	if body.n != 1 || f.attempts() != 0 {
-		t.Errorf("body closed %d times, %d attempts; want 1, 0", body.n, f.attempts())
+	if body.n != 1 || f.Attempts() != 0 {
+		t.Errorf("body closed %d times, %d attempts; want 1, 0", body.n, f.Attempts())
 	}
 }
 
@@ -423,7 +321,7 @@ func TestInvalidOption(t *testing.T) {
 // retries, and that the BackOff's waits are used.
 func TestScheduleStop(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		f := &fakeRT{answer: func(int) (*http.Response, error) { return nil, errBroken }}
+		f := &faultserver.FakeTransport{Answer: func(int) (*http.Response, error) { return nil, errBroken }}
 		tr := middleware.NewTransport(f, middleware.WithMaxAttempts(10), backoffretry.Schedule(func() backoff.BackOff {
 			return backoff.WithMaxRetries(backoff.NewConstantBackOff(time.Second), 2)
 		}))
@@ -432,8 +330,8 @@ func TestScheduleStop(t *testing.T) {
 		if !errors.Is(err, errBroken) || !errors.Is(err, middleware.ReasonAttempts) {
 			t.Errorf("err = %v; want %v and %s", err, errBroken, middleware.ReasonAttempts)
 		}
-		if got := time.Since(start); f.attempts() != 3 || got != 2*time.Second {
-			t.Errorf("%d attempts in %v; want 3 in 2s", f.attempts(), got)
+		if got := time.Since(start); f.Attempts() != 3 || got != 2*time.Second {
+			t.Errorf("%d attempts in %v; want 3 in 2s", f.Attempts(), got)
 		}
 	})
 }
@@ -455,9 +353,9 @@ func TestScheduleConcurrent(t *testing.T) {
 			times[id] = append(times[id], time.Now())
 			n := len(times[id])
 			mu.Unlock()
-			resp := status(200)
+			resp := faultserver.Response(200)
 			if n < 3 {
-				resp = status(503)
+				resp = faultserver.Response(503)
 			}
 			resp.Body = io.NopCloser(strings.NewReader(""))
 			return resp, nil

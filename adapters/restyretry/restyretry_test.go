@@ -1,7 +1,6 @@
 package restyretry_test
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/rand"
@@ -13,7 +12,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -27,6 +25,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/tankhttp/tank/adapters/restyretry"
+	"github.com/tankhttp/tank/internal/faultserver"
 	"github.com/tankhttp/tank/middleware"
 )
 
@@ -86,75 +85,6 @@ func (s *statusServer) received() []string {
 	return append([]string(nil), s.bodies...)
 }
 
-// resetServer is a raw HTTP/1 server that reads (processes) each request
-// whole, then resets the connection when reset says so for that request's
-// number, or answers 200 "ok".
-type resetServer struct {
-	ln        net.Listener
-	reset     func(n int) bool
-	processed atomic.Int32
-	wg        sync.WaitGroup
-	mu        sync.Mutex
-	conns     map[net.Conn]bool
-}
-
-func newResetServer(t *testing.T, reset func(n int) bool) *resetServer {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := &resetServer{ln: ln, reset: reset, conns: map[net.Conn]bool{}}
-	s.wg.Add(1)
-	go s.serve()
-	t.Cleanup(s.close)
-	return s
-}
-
-func (s *resetServer) URL() string { return "http://" + s.ln.Addr().String() }
-
-func (s *resetServer) serve() {
-	defer s.wg.Done()
-	for {
-		c, err := s.ln.Accept()
-		if err != nil {
-			return
-		}
-		s.mu.Lock()
-		s.conns[c] = true
-		s.mu.Unlock()
-		s.wg.Add(1)
-		go s.handle(c)
-	}
-}
-
-func (s *resetServer) handle(c net.Conn) {
-	defer s.wg.Done()
-	defer c.Close()
-	br := bufio.NewReader(c)
-	for {
-		req, err := http.ReadRequest(br)
-		if err != nil {
-			return
-		}
-		io.Copy(io.Discard, req.Body)
-		if s.reset(int(s.processed.Add(1))) {
-			c.(*net.TCPConn).SetLinger(0) // Close sends RST
-			return
-		}
-		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-	}
-}
-
-func (s *resetServer) close() {
-	s.ln.Close()
-	s.mu.Lock()
-	for c := range s.conns {
-		c.Close()
-	}
-	s.mu.Unlock()
-	s.wg.Wait()
-}
-
 func TestGETThrough503s(t *testing.T) {
 	srv := newStatusServer(t, 503, 503, 200)
 	c := restyretry.Apply(newClient(t), noWait)
@@ -168,10 +98,11 @@ func TestGETThrough503s(t *testing.T) {
 }
 
 func TestProcessedPOSTIsSentOnce(t *testing.T) {
-	srv := newResetServer(t, func(int) bool { return true })
+	srv := faultserver.NewRaw(faultserver.ReadRST)
+	t.Cleanup(srv.Close)
 	c := restyretry.Apply(newClient(t), noWait)
-	_, err := c.R().SetBody("order").Post(srv.URL())
-	if got := srv.processed.Load(); got != 1 {
+	_, err := c.R().SetBody("order").Post(srv.URL)
+	if got := srv.Hits(); got != 1 {
 		t.Errorf("server processed the POST %d times; want 1", got)
 	}
 	var ex *middleware.ExhaustedError
@@ -181,14 +112,15 @@ func TestProcessedPOSTIsSentOnce(t *testing.T) {
 }
 
 func TestPOSTWithIdempotencyKeyIsRetried(t *testing.T) {
-	srv := newResetServer(t, func(n int) bool { return n == 1 })
+	srv := faultserver.NewResetWhen(func(n int) bool { return n == 1 })
+	t.Cleanup(srv.Close)
 	c := restyretry.Apply(newClient(t), noWait)
-	resp, err := c.R().SetHeader("Idempotency-Key", "k1").SetBody("payment").Post(srv.URL())
+	resp, err := c.R().SetHeader("Idempotency-Key", "k1").SetBody("payment").Post(srv.URL)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if resp.String() != "ok" || srv.processed.Load() != 2 {
-		t.Errorf("got %q after %d requests; want \"ok\" after 2", resp.String(), srv.processed.Load())
+	if resp.String() != "ok" || srv.Hits() != 2 {
+		t.Errorf("got %q after %d requests; want \"ok\" after 2", resp.String(), srv.Hits())
 	}
 }
 
@@ -240,56 +172,6 @@ func TestConnectionRefusedThenUp(t *testing.T) {
 	}
 }
 
-// fakeRT answers from a script, in memory, and records when each attempt
-// was made and how many response bodies were closed.
-type fakeRT struct {
-	answer func(n int) *http.Response
-	mu     sync.Mutex
-	times  []time.Time
-	closed atomic.Int32
-}
-
-func (f *fakeRT) RoundTrip(req *http.Request) (*http.Response, error) {
-	if req.Body != nil {
-		req.Body.Close()
-	}
-	f.mu.Lock()
-	f.times = append(f.times, time.Now())
-	n := len(f.times)
-	f.mu.Unlock()
-	resp := f.answer(n)
-	resp.Request = req
-	resp.Body = &countClose{Reader: strings.NewReader(http.StatusText(resp.StatusCode)), n: &f.closed}
-	return resp, nil
-}
-
-// waits returns the time between consecutive attempts.
-func (f *fakeRT) waits() []time.Duration {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	var w []time.Duration
-	for i := 1; i < len(f.times); i++ {
-		w = append(w, f.times[i].Sub(f.times[i-1]))
-	}
-	return w
-}
-
-type countClose struct {
-	io.Reader
-	n *atomic.Int32
-}
-
-func (c *countClose) Close() error { c.n.Add(1); return nil }
-
-func status(code int, kv ...string) *http.Response {
-	h := http.Header{}
-	for i := 0; i+1 < len(kv); i += 2 {
-		h.Set(kv[i], kv[i+1])
-	}
-	return &http.Response{StatusCode: code, Status: strconv.Itoa(code) + " " + http.StatusText(code),
-		Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1, Header: h}
-}
-
 func TestRetryAfterHonoured(t *testing.T) {
 	for _, tt := range []struct {
 		name  string
@@ -301,11 +183,11 @@ func TestRetryAfterHonoured(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
-				f := &fakeRT{answer: func(n int) *http.Response {
+				f := &faultserver.FakeTransport{Answer: func(n int) (*http.Response, error) {
 					if n == 1 {
-						return status(503, "Retry-After", tt.value())
+						return faultserver.Response(503, "Retry-After", tt.value()), nil
 					}
-					return status(200)
+					return faultserver.Response(200), nil
 				}}
 				c := restyretry.Apply(resty.New().SetTransport(f))
 				resp, err := c.R().Get("http://tank.test/")
@@ -315,10 +197,10 @@ func TestRetryAfterHonoured(t *testing.T) {
 				if resp.StatusCode() != 200 {
 					t.Errorf("status %d; want 200", resp.StatusCode())
 				}
-				if diff := cmp.Diff([]time.Duration{tt.want}, f.waits()); diff != "" {
+				if diff := cmp.Diff([]time.Duration{tt.want}, f.Waits()); diff != "" {
 					t.Errorf("waits between attempts (-want +got):\n%s", diff)
 				}
-				if got := f.closed.Load(); got != 2 {
+				if got := f.Closed(); got != 2 {
 					t.Errorf("%d response bodies closed; want 2", got)
 				}
 			})
@@ -342,15 +224,15 @@ func TestRetryAfterBeyondDeadlineReturnsAtOnce(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
-				f := &fakeRT{answer: func(int) *http.Response { return status(503, "Retry-After", "5") }}
+				f := &faultserver.FakeTransport{Answer: func(int) (*http.Response, error) { return faultserver.Response(503, "Retry-After", "5"), nil }}
 				c := restyretry.Apply(resty.New().SetTransport(f))
 				start := time.Now()
 				resp, err := tt.send(c)
 				if err != nil {
 					t.Fatal(err)
 				}
-				if resp.StatusCode() != 503 || len(f.waits()) != 0 || time.Since(start) != 0 {
-					t.Errorf("status %d after %d retries and %v; want 503 at once", resp.StatusCode(), len(f.waits()), time.Since(start))
+				if resp.StatusCode() != 503 || len(f.Waits()) != 0 || time.Since(start) != 0 {
+					t.Errorf("status %d after %d retries and %v; want 503 at once", resp.StatusCode(), len(f.Waits()), time.Since(start))
 				}
 			})
 		})
@@ -359,7 +241,7 @@ func TestRetryAfterBeyondDeadlineReturnsAtOnce(t *testing.T) {
 
 func TestCancelDuringWait(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		f := &fakeRT{answer: func(int) *http.Response { return status(503) }}
+		f := &faultserver.FakeTransport{Answer: func(int) (*http.Response, error) { return faultserver.Response(503), nil }}
 		c := restyretry.Apply(resty.New().SetTransport(f),
 			middleware.WithBackoff(10*time.Second, 10*time.Second), middleware.WithJitter(middleware.JitterNone))
 		ctx, cancel := context.WithCancel(context.Background())
@@ -372,10 +254,10 @@ func TestCancelDuringWait(t *testing.T) {
 		if got := time.Since(start); got != time.Second {
 			t.Errorf("returned after %v; want 1s, when canceled", got)
 		}
-		if got := len(f.times); got != 1 {
+		if got := f.Attempts(); got != 1 {
 			t.Errorf("%d attempts; want 1", got)
 		}
-		if got := f.closed.Load(); got != 1 {
+		if got := f.Closed(); got != 1 {
 			t.Errorf("%d response bodies closed; want 1", got)
 		}
 	})

@@ -16,17 +16,16 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
 
 	"github.com/tankhttp/tank/adapters/backoffretry"
+	"github.com/tankhttp/tank/internal/flaky"
 	"github.com/tankhttp/tank/middleware"
 )
 
@@ -37,28 +36,12 @@ func main() {
 	}
 }
 
-// flaky is the embedded server; hits counts what each path processed.
-type flaky struct {
-	mu   sync.Mutex
-	hits map[string]int
-}
-
-func (f *flaky) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	io.Copy(io.Discard, r.Body) // the request is processed once its body is read
-	f.mu.Lock()
-	f.hits[r.URL.Path]++
-	n := f.hits[r.URL.Path]
-	f.mu.Unlock()
+// answer is the embedded server's misbehaviour; n counts the requests the
+// path processed, this one included.
+func answer(w http.ResponseWriter, r *http.Request, n int) {
 	switch r.URL.Path {
 	case "/orders": // processes the order, then the connection dies
-		conn, _, err := w.(http.Hijacker).Hijack()
-		if err != nil {
-			return
-		}
-		if tc, ok := conn.(*net.TCPConn); ok {
-			tc.SetLinger(0) // Close sends RST
-		}
-		conn.Close()
+		flaky.Reset(w)
 	case "/throttled": // 429 asking for 1s, then 200
 		if n == 1 {
 			w.Header().Set("Retry-After", "1")
@@ -75,14 +58,8 @@ func (f *flaky) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-func (f *flaky) count(path string) int {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.hits[path]
-}
-
 func run(out io.Writer) error {
-	f := &flaky{hits: map[string]int{}}
+	f := flaky.New(answer)
 	srv := httptest.NewServer(f)
 	defer srv.Close()
 	base := http.DefaultTransport.(*http.Transport).Clone()
@@ -118,17 +95,17 @@ func run(out io.Writer) error {
 		return err
 	}
 	resp.Body.Close()
-	fmt.Fprintf(out, "   => %s after %d attempts\n", resp.Status, f.count("/flaky"))
-	check(resp.StatusCode == 200 && f.count("/flaky") == 3, "PUT /flaky")
+	fmt.Fprintf(out, "   => %s after %d attempts\n", resp.Status, f.Count("/flaky"))
+	check(resp.StatusCode == 200 && f.Count("/flaky") == 3, "PUT /flaky")
 
 	fmt.Fprintln(out, "   POST /orders (processed, then the connection is reset):")
 	_, err = send("POST", "/orders", `{"item":"tank"}`)
 	var ex *middleware.ExhaustedError
 	if errors.As(err, &ex) {
 		fmt.Fprintf(out, "   => gave up after %d attempt(s), reason %s; orders placed: %d\n",
-			ex.Attempts, string(ex.Reason), f.count("/orders"))
+			ex.Attempts, string(ex.Reason), f.Count("/orders"))
 	}
-	check(errors.Is(err, middleware.ReasonNotReplayable) && f.count("/orders") == 1, "POST /orders")
+	check(errors.Is(err, middleware.ReasonNotReplayable) && f.Count("/orders") == 1, "POST /orders")
 
 	fmt.Fprintln(out, "2. backoff schedules (ExponentialBackOff), tank judges")
 	var waits []string
@@ -153,7 +130,7 @@ func run(out io.Writer) error {
 			return err
 		}
 		resp.Body.Close()
-		fmt.Fprintf(out, "   GET %-10s => %s after %d attempts, waits %v\n", path, resp.Status, f.count(path), waits)
+		fmt.Fprintf(out, "   GET %-10s => %s after %d attempts, waits %v\n", path, resp.Status, f.Count(path), waits)
 		check(resp.StatusCode == 200, "GET "+path)
 	}
 

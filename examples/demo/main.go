@@ -17,7 +17,6 @@ import (
 	"net/http/httptest"
 	"os"
 	"strings"
-	"sync"
 	"time"
 
 	"go.opentelemetry.io/otel/codes"
@@ -25,6 +24,7 @@ import (
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/tankhttp/tank/internal/flaky"
 	"github.com/tankhttp/tank/internal/waterfall"
 	"github.com/tankhttp/tank/middleware"
 	"github.com/tankhttp/tank/tracing"
@@ -37,29 +37,9 @@ func main() {
 	}
 }
 
-// flaky is the embedded server. Each path misbehaves in its own way; hits
-// counts the requests each path really processed.
-type flaky struct {
-	mu   sync.Mutex
-	hits map[string]int
-}
-
-func (f *flaky) hit(path string) int {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.hits[path]++
-	return f.hits[path]
-}
-
-func (f *flaky) count(path string) int {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.hits[path]
-}
-
-func (f *flaky) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	io.Copy(io.Discard, r.Body) // the request is processed once its body is read
-	n := f.hit(r.URL.Path)
+// answer is the embedded server's misbehaviour: each path fails in its own
+// way; n counts the requests the path really processed, this one included.
+func answer(w http.ResponseWriter, r *http.Request, n int) {
 	switch r.URL.Path {
 	case "/flaky": // 503, 503, then 200
 		if n <= 2 {
@@ -68,10 +48,10 @@ func (f *flaky) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		io.WriteString(w, "ok")
 	case "/orders": // processes the order, then the connection dies
-		reset(w)
+		flaky.Reset(w)
 	case "/payments": // processes the first payment, then the connection dies; then answers
 		if n == 1 {
-			reset(w)
+			flaky.Reset(w)
 			return
 		}
 		io.WriteString(w, "payment accepted (the server deduplicates by Idempotency-Key)")
@@ -90,20 +70,8 @@ func (f *flaky) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// reset aborts the connection with a TCP RST after the request was read.
-func reset(w http.ResponseWriter) {
-	conn, _, err := w.(http.Hijacker).Hijack()
-	if err != nil {
-		return
-	}
-	if tc, ok := conn.(*net.TCPConn); ok {
-		tc.SetLinger(0)
-	}
-	conn.Close()
-}
-
 func run(out io.Writer) error {
-	f := &flaky{hits: map[string]int{}}
+	f := flaky.New(answer)
 	srv := httptest.NewServer(f)
 	defer srv.Close()
 
@@ -163,7 +131,7 @@ func run(out io.Writer) error {
 	}
 	for i, s := range steps {
 		fmt.Fprintf(out, "%d. %s %s: %s\n", i+1, s.method, strings.TrimPrefix(s.url, "http://"), s.title)
-		before := f.count(s.path)
+		before := f.Count(s.path)
 		ctx, cancel := context.WithCancelCause(context.Background())
 		defer cancel(nil)
 		if s.timeout > 0 {
@@ -203,7 +171,7 @@ func run(out io.Writer) error {
 			fmt.Fprintf(out, "  => %s %q in %v\n", resp.Status, strings.TrimSpace(string(b)), took)
 		}
 		if s.path != "" {
-			fmt.Fprintf(out, "  server processed it %d time(s)\n", f.count(s.path)-before)
+			fmt.Fprintf(out, "  server processed it %d time(s)\n", f.Count(s.path)-before)
 		}
 		spans := rec.Ended()
 		drawWaterfall(out, spans[seen:])

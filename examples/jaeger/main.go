@@ -29,7 +29,6 @@ import (
 	"net/http/httptest"
 	"os"
 	"slices"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -42,6 +41,7 @@ import (
 	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/tankhttp/tank/internal/flaky"
 	"github.com/tankhttp/tank/internal/waterfall"
 	"github.com/tankhttp/tank/middleware"
 	"github.com/tankhttp/tank/tracing"
@@ -72,7 +72,7 @@ func run(ctx context.Context, out io.Writer) error {
 		sdktrace.WithResource(resource.NewWithAttributes(semconv.SchemaURL, semconv.ServiceName(service))),
 	)
 
-	srv := httptest.NewServer(&flaky{})
+	srv := httptest.NewServer(flaky.New(answer))
 	defer srv.Close()
 	base := &http.Transport{DialContext: refuseFirst(srv.Listener.Addr().String())}
 	defer base.CloseIdleConnections()
@@ -102,20 +102,8 @@ func run(ctx context.Context, out io.Writer) error {
 	return nil
 }
 
-// flaky answers, per path: 503; 503 with Retry-After: 1; then 200.
-type flaky struct {
-	mu   sync.Mutex
-	hits map[string]int
-}
-
-func (f *flaky) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	f.mu.Lock()
-	if f.hits == nil {
-		f.hits = map[string]int{}
-	}
-	f.hits[r.URL.Path]++
-	n := f.hits[r.URL.Path]
-	f.mu.Unlock()
+// answer answers, per path: 503; 503 with Retry-After: 1; then 200.
+func answer(w http.ResponseWriter, _ *http.Request, n int) {
 	switch n {
 	case 1:
 		w.WriteHeader(http.StatusServiceUnavailable)

@@ -13,17 +13,16 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/go-resty/resty/v2"
 
 	"github.com/tankhttp/tank/adapters/restyretry"
+	"github.com/tankhttp/tank/internal/flaky"
 	"github.com/tankhttp/tank/middleware"
 )
 
@@ -34,28 +33,12 @@ func main() {
 	}
 }
 
-// flaky is the embedded server; seen records what each path received.
-type flaky struct {
-	mu   sync.Mutex
-	seen map[string][]string
-}
-
-func (f *flaky) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	b, _ := io.ReadAll(r.Body) // the request is processed once its body is read
-	f.mu.Lock()
-	f.seen[r.URL.Path] = append(f.seen[r.URL.Path], string(b))
-	n := len(f.seen[r.URL.Path])
-	f.mu.Unlock()
+// answer is the embedded server's misbehaviour; n counts the requests the
+// path received, this one included.
+func answer(w http.ResponseWriter, r *http.Request, n int) {
 	switch r.URL.Path {
 	case "/orders": // processes the order, then the connection dies
-		conn, _, err := w.(http.Hijacker).Hijack()
-		if err != nil {
-			return
-		}
-		if tc, ok := conn.(*net.TCPConn); ok {
-			tc.SetLinger(0) // Close sends RST
-		}
-		conn.Close()
+		flaky.Reset(w)
 	case "/maintenance": // down for a while
 		w.Header().Set("Retry-After", "5")
 		http.Error(w, "maintenance", http.StatusServiceUnavailable)
@@ -68,17 +51,8 @@ func (f *flaky) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// take returns and forgets what path received.
-func (f *flaky) take(path string) []string {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	s := f.seen[path]
-	delete(f.seen, path)
-	return s
-}
-
 func run(out io.Writer) error {
-	f := &flaky{seen: map[string][]string{}}
+	f := flaky.New(answer)
 	srv := httptest.NewServer(f)
 	defer srv.Close()
 
@@ -110,7 +84,7 @@ func run(out io.Writer) error {
 	fmt.Fprintln(out, "1. POST /orders: the server processes the order, then the connection is reset")
 	for _, cl := range clients {
 		_, err := cl.c.R().SetBody(`{"item":"tank"}`).Post("/orders")
-		n := len(f.take("/orders"))
+		n := len(f.Take("/orders"))
 		fmt.Fprintf(out, "   %s  orders placed: %d  (%s)\n", cl.name, n, short(err))
 		if cl.c == withTank {
 			check(n == 1, "tank placed the order more than once")
@@ -121,7 +95,7 @@ func run(out io.Writer) error {
 	payload := strings.Repeat("tank ", 1000)
 	for _, cl := range clients {
 		resp, err := cl.c.R().SetBody(readOnly{strings.NewReader(payload)}).Post("/upload")
-		got := f.take("/upload")
+		got := f.Take("/upload")
 		var sizes []int
 		for _, b := range got {
 			sizes = append(sizes, len(b))
@@ -139,7 +113,7 @@ func run(out io.Writer) error {
 		resp, err := cl.c.R().SetContext(ctx).Get("/maintenance")
 		took := time.Since(start)
 		cancel()
-		n := len(f.take("/maintenance"))
+		n := len(f.Take("/maintenance"))
 		fmt.Fprintf(out, "   %s  attempts: %d  => %s  (%s)\n", cl.name, n, status(resp, err), speed(took))
 		if cl.c == withTank {
 			check(n == 1 && err == nil && took < 500*time.Millisecond, "tank did not return the 503 at once")

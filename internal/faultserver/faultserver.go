@@ -5,6 +5,9 @@
 //
 // Every server listens on 127.0.0.1:0 and stops every goroutine it started
 // in Close.
+//
+// For tests that need no network, FakeTransport answers from a script in
+// memory, with responses built by Response.
 package faultserver
 
 import (
@@ -46,27 +49,38 @@ const (
 	TLSReset
 )
 
-// Raw is a raw net.Listener server committing one Fault on every connection.
+// Raw is a raw net.Listener server committing one Fault on every connection
+// (from NewRaw), or resetting after the requests it was told to (from
+// NewResetWhen).
 type Raw struct {
-	URL   string // http://127.0.0.1:port (https:// for TLSReset)
-	Addr  string // 127.0.0.1:port
-	fault Fault
-	ln    net.Listener
-	hits  atomic.Int64
-	conns atomic.Int64
-	done  chan struct{}
-	wg    sync.WaitGroup
-	mu    sync.Mutex
-	open  map[net.Conn]bool
+	URL       string // http://127.0.0.1:port (https:// for TLSReset)
+	Addr      string // 127.0.0.1:port
+	fault     Fault
+	resetWhen func(n int) bool // set by NewResetWhen
+	ln        net.Listener
+	hits      atomic.Int64
+	conns     atomic.Int64
+	done      chan struct{}
+	wg        sync.WaitGroup
+	mu        sync.Mutex
+	open      map[net.Conn]bool
 }
 
 // NewRaw starts a server that commits f on every connection.
-func NewRaw(f Fault) *Raw {
+func NewRaw(f Fault) *Raw { return newRaw(f, nil) }
+
+// NewResetWhen starts a keep-alive HTTP/1 server that reads each request in
+// full, then resets the connection (SO_LINGER 0) when reset(n) is true for
+// the n-th request it read (counting across connections, from 1), and
+// answers 200 "ok" otherwise.
+func NewResetWhen(reset func(n int) bool) *Raw { return newRaw(ReadRST, reset) }
+
+func newRaw(f Fault, resetWhen func(n int) bool) *Raw {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		panic("faultserver: " + err.Error())
 	}
-	s := &Raw{Addr: ln.Addr().String(), fault: f, ln: ln, done: make(chan struct{}), open: map[net.Conn]bool{}}
+	s := &Raw{Addr: ln.Addr().String(), fault: f, resetWhen: resetWhen, ln: ln, done: make(chan struct{}), open: map[net.Conn]bool{}}
 	s.URL = "http://" + s.Addr
 	if f == TLSReset {
 		s.URL = "https://" + s.Addr
@@ -126,6 +140,10 @@ func (s *Raw) serve() {
 }
 
 func (s *Raw) handle(c net.Conn) {
+	if s.resetWhen != nil {
+		s.resetOrAnswer(c)
+		return
+	}
 	switch s.fault {
 	case AcceptClose:
 		return
@@ -154,17 +172,36 @@ func (s *Raw) handle(c net.Conn) {
 	}
 }
 
+// resetOrAnswer serves NewResetWhen's requests on c, one after another.
+func (s *Raw) resetOrAnswer(c net.Conn) {
+	br := bufio.NewReader(c)
+	for {
+		n := s.readFrom(br)
+		if n == 0 {
+			return
+		}
+		if s.resetWhen(n) {
+			reset(c)
+			return
+		}
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+	}
+}
+
 // readRequest reads one request in full and counts it as a hit.
-func (s *Raw) readRequest(c net.Conn) bool {
-	req, err := http.ReadRequest(bufio.NewReader(c))
+func (s *Raw) readRequest(c net.Conn) bool { return s.readFrom(bufio.NewReader(c)) > 0 }
+
+// readFrom reads one request in full from br, counts it as a hit and
+// returns the hit's number; it returns 0 when no request was read in full.
+func (s *Raw) readFrom(br *bufio.Reader) int {
+	req, err := http.ReadRequest(br)
 	if err != nil {
-		return false
+		return 0
 	}
 	if _, err := io.Copy(io.Discard, req.Body); err != nil {
-		return false
+		return 0
 	}
-	s.hits.Add(1)
-	return true
+	return int(s.hits.Add(1))
 }
 
 // reset closes c with a TCP RST instead of a FIN.

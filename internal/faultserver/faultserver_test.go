@@ -88,3 +88,49 @@ func mustReq(t *testing.T, u string) *http.Request {
 	}
 	return req
 }
+
+// TestResetWhen: the request reset after it was read counts as a hit, and
+// the next one is answered.
+func TestResetWhen(t *testing.T) {
+	s := NewResetWhen(func(n int) bool { return n == 1 })
+	defer s.Close()
+	tr := &http.Transport{}
+	defer tr.CloseIdleConnections()
+	if _, err := tr.RoundTrip(mustReq(t, s.URL)); err == nil {
+		t.Fatal("first request answered; want a reset")
+	}
+	resp, err := tr.RoundTrip(mustReq(t, s.URL))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || string(b) != "ok" || s.Hits() != 2 {
+		t.Errorf("second request: %d %q, %d hits; want 200 \"ok\", 2", resp.StatusCode, b, s.Hits())
+	}
+}
+
+// TestFakeTransport: answers by attempt number, with the headers asked
+// for, and counts the response bodies closed.
+func TestFakeTransport(t *testing.T) {
+	f := &FakeTransport{Answer: func(n int) (*http.Response, error) {
+		if n == 1 {
+			return Response(503, "Retry-After", "1"), nil
+		}
+		return Response(200), nil
+	}}
+	var got []string
+	for range 2 {
+		resp, err := f.RoundTrip(mustReq(t, "http://tank.test/"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		got = append(got, resp.Status+" "+resp.Header.Get("Retry-After")+" "+string(b))
+	}
+	want := []string{"503 Service Unavailable 1 Service Unavailable", "200 OK  OK"}
+	if len(got) != 2 || got[0] != want[0] || got[1] != want[1] || f.Attempts() != 2 || f.Closed() != 2 {
+		t.Errorf("got %q, %d attempts, %d closed; want %q, 2, 2", got, f.Attempts(), f.Closed(), want)
+	}
+}

@@ -87,8 +87,10 @@ func newRequest(method, url, id string) (*http.Request, error) {
 }
 
 // send does req and throws the body away.
-func send(c *http.Client, req *http.Request) (int, error) {
-	resp, err := c.Do(req)
+func send(c *http.Client, req *http.Request) (int, error) { return drain(c.Do(req)) }
+
+// drain throws resp's body away and returns its status code.
+func drain(resp *http.Response, err error) (int, error) {
 	if err != nil {
 		return 0, err
 	}
@@ -152,13 +154,7 @@ func rhttpDoer(c *retryablehttp.Client) doer {
 			return 0, err
 		}
 		req.Header.Set("X-Req-Id", id)
-		resp, err := c.Do(req)
-		if err != nil {
-			return 0, err
-		}
-		io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		return resp.StatusCode, nil
+		return drain(c.Do(req))
 	}
 }
 

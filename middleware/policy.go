@@ -236,6 +236,11 @@ func WithRetryAfterCap(d time.Duration) Option {
 // headers for retried responses and to the end of the body for the final
 // one. 0 means no per-attempt bound (the caller's context still applies).
 // Negative is an error. Default 0.
+//
+// A 101 Switching Protocols response is the exception: net/http hands over
+// the raw connection as its body, and no context bounds reads from it
+// (neither this timeout nor the caller's deadline); set deadlines on the
+// connection itself.
 func WithAttemptTimeout(d time.Duration) Option {
 	return optionFunc(func(p *Policy) error {
 		if d < 0 {

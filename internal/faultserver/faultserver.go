@@ -47,13 +47,17 @@ const (
 	// TLSReset reads the first bytes of a TLS ClientHello, then resets the
 	// connection: the handshake fails, no request is ever sent.
 	TLSReset
+	// NotTLS speaks first, in plain text, like an SSH or SMTP server: a
+	// TLS client reads a first record that is not TLS, and no request is
+	// ever sent.
+	NotTLS
 )
 
 // Raw is a raw net.Listener server committing one Fault on every connection
 // (from NewRaw), or resetting after the requests it was told to (from
 // NewResetWhen).
 type Raw struct {
-	URL       string // http://127.0.0.1:port (https:// for TLSReset)
+	URL       string // http://127.0.0.1:port (https:// for TLSReset and NotTLS)
 	Addr      string // 127.0.0.1:port
 	fault     Fault
 	resetWhen func(n int) bool // set by NewResetWhen
@@ -82,7 +86,7 @@ func newRaw(f Fault, resetWhen func(n int) bool) *Raw {
 	}
 	s := &Raw{Addr: ln.Addr().String(), fault: f, resetWhen: resetWhen, ln: ln, done: make(chan struct{}), open: map[net.Conn]bool{}}
 	s.URL = "http://" + s.Addr
-	if f == TLSReset {
+	if f == TLSReset || f == NotTLS {
 		s.URL = "https://" + s.Addr
 	}
 	s.wg.Add(1)
@@ -154,6 +158,10 @@ func (s *Raw) handle(c net.Conn) {
 		var b [512]byte
 		c.Read(b[:])
 		reset(c)
+		return
+	case NotTLS:
+		io.WriteString(c, "SSH-2.0-faultserver\r\n")
+		io.Copy(io.Discard, c) // until the client or Close closes c
 		return
 	}
 	if !s.readRequest(c) {

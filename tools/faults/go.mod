@@ -6,6 +6,8 @@ replace github.com/tankhttp/tank => ../..
 
 require (
 	github.com/Shopify/toxiproxy/v2 v2.12.0
+	github.com/cenkalti/backoff/v4 v4.3.0
+	github.com/go-resty/resty/v2 v2.17.2
 	github.com/rs/zerolog v1.35.1
 	github.com/tankhttp/tank v0.0.0
 	go.uber.org/goleak v1.3.0

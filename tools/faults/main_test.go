@@ -181,6 +181,7 @@ type seen struct {
 	Reason  middleware.Reason
 	Sent    bool
 	Sleep   time.Duration
+	Source  string // SleepSource
 	RAErr   error
 }
 
@@ -194,7 +195,7 @@ func (r *attempts) hooks() middleware.Hooks {
 	return middleware.Hooks{AttemptEnd: func(_ context.Context, a *middleware.Attempt) {
 		r.mu.Lock()
 		defer r.mu.Unlock()
-		r.list = append(r.list, seen{a.Number, a.Class, a.Verdict, a.Reason, a.Sent, a.Sleep, a.RetryAfterErr})
+		r.list = append(r.list, seen{a.Number, a.Class, a.Verdict, a.Reason, a.Sent, a.Sleep, a.SleepSource, a.RetryAfterErr})
 	}}
 }
 

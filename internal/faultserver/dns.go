@@ -1,0 +1,102 @@
+package faultserver
+
+import (
+	"context"
+	"encoding/binary"
+	"net"
+	"sync"
+	"sync/atomic"
+)
+
+// DNS response codes a DNS server can answer with.
+const (
+	RcodeServFail = 2 // the server failed: a temporary error
+	RcodeNXDomain = 3 // the name does not exist
+)
+
+// DNS is a loopback UDP DNS server that answers every query with one
+// response code and no records. Point a resolver at it with Resolver.
+type DNS struct {
+	Addr    string // 127.0.0.1:port
+	rcode   byte
+	pc      net.PacketConn
+	queries atomic.Int64
+	wg      sync.WaitGroup
+}
+
+// NewDNS starts a DNS server answering every query with rcode.
+func NewDNS(rcode int) *DNS {
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		panic("faultserver: " + err.Error())
+	}
+	s := &DNS{Addr: pc.LocalAddr().String(), rcode: byte(rcode & 0xf), pc: pc}
+	s.wg.Add(1)
+	go s.serve()
+	return s
+}
+
+// Resolver returns a pure-Go resolver that sends every query to s, whatever
+// the system's configuration names.
+func (s *DNS) Resolver() *net.Resolver {
+	return &net.Resolver{
+		PreferGo: true,
+		Dial: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "udp", s.Addr)
+		},
+	}
+}
+
+// Queries is the number of well-formed queries answered.
+func (s *DNS) Queries() int { return int(s.queries.Load()) }
+
+// Close stops the server and waits for its goroutine to end.
+func (s *DNS) Close() {
+	s.pc.Close()
+	s.wg.Wait()
+}
+
+func (s *DNS) serve() {
+	defer s.wg.Done()
+	var buf [1500]byte
+	for {
+		n, from, err := s.pc.ReadFrom(buf[:])
+		if err != nil {
+			return
+		}
+		if resp := s.answer(buf[:n]); resp != nil {
+			s.queries.Add(1)
+			s.pc.WriteTo(resp, from)
+		}
+	}
+}
+
+// answer builds the reply to query q: its ID and question, the response
+// flag, recursion available, s.rcode, and no records. It returns nil for a
+// message that is not a query with one question.
+func (s *DNS) answer(q []byte) []byte {
+	const header = 12
+	if len(q) < header || q[2]&0x80 != 0 || binary.BigEndian.Uint16(q[4:6]) != 1 {
+		return nil
+	}
+	// The question: a name of length-prefixed labels ending in 0, then
+	// type and class.
+	i := header
+	for i < len(q) && q[i] != 0 {
+		if q[i]&0xc0 != 0 { // no compression in a question we accept
+			return nil
+		}
+		i += 1 + int(q[i])
+	}
+	end := i + 1 + 4
+	if end > len(q) {
+		return nil
+	}
+	resp := make([]byte, end)
+	copy(resp, q[:end])
+	resp[2] = 0x80 | q[2]&0x79 // QR, the query's opcode and RD
+	resp[3] = 0x80 | s.rcode   // RA and the response code
+	clear(resp[6:header])      // no answer, authority or additional records
+	return resp
+}

@@ -1,0 +1,88 @@
+package faultserver
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"net"
+	"testing"
+	"time"
+)
+
+// TestDNS: the resolver pointed at the server gets the error each response
+// code stands for, and the server answered it.
+func TestDNS(t *testing.T) {
+	for _, tt := range []struct {
+		rcode               int
+		notFound, temporary bool
+	}{
+		{RcodeNXDomain, true, false},
+		{RcodeServFail, false, true},
+	} {
+		s := NewDNS(tt.rcode)
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second) // a bound, not an expectation
+		_, err := s.Resolver().LookupHost(ctx, "api.nosuch.test")
+		cancel()
+		s.Close()
+		var de *net.DNSError
+		if !errors.As(err, &de) || de.IsNotFound != tt.notFound || de.IsTemporary != tt.temporary {
+			t.Errorf("rcode %d: lookup error %#v; want IsNotFound=%v IsTemporary=%v", tt.rcode, err, tt.notFound, tt.temporary)
+		}
+		if s.Queries() == 0 {
+			t.Errorf("rcode %d: the server answered no query", tt.rcode)
+		}
+	}
+}
+
+// TestDNSIgnoresMalformed: what is not a one-question query gets no answer.
+func TestDNSIgnoresMalformed(t *testing.T) {
+	s := &DNS{rcode: RcodeNXDomain}
+	for _, q := range [][]byte{
+		nil,
+		make([]byte, 11),
+		{0, 1, 0x80, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 1}, // a response
+		{0, 1, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 1},    // two questions
+		{0, 1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 3, 'a', 'b'},      // cut name
+		{0, 1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0xc0, 12, 0, 1, 0, 1},
+	} {
+		if r := s.answer(q); r != nil {
+			t.Errorf("answer(%v) = %v; want none", q, r)
+		}
+	}
+}
+
+// TestFullBacklogDialTimesOut: a dial to the full queue ends in the
+// dialer's timeout, not a refusal or a connection.
+func TestFullBacklogDialTimesOut(t *testing.T) {
+	s, err := NewFullBacklog()
+	if errors.Is(err, errors.ErrUnsupported) {
+		t.Skip(err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	c, err := (&net.Dialer{Timeout: 50 * time.Millisecond}).Dial("tcp", s.Addr)
+	if err == nil {
+		c.Close()
+		t.Fatal("dial connected; want a timeout")
+	}
+	if ne, ok := err.(net.Error); !ok || !ne.Timeout() {
+		t.Fatalf("dial error %v; want a timeout", err)
+	}
+}
+
+// TestNotTLS: a TLS client reads a first record that is not TLS.
+func TestNotTLS(t *testing.T) {
+	s := NewRaw(NotTLS)
+	defer s.Close()
+	c, err := tls.Dial("tcp", s.Addr, &tls.Config{ServerName: "example.com"})
+	if err == nil {
+		c.Close()
+		t.Fatal("handshake succeeded")
+	}
+	var rh tls.RecordHeaderError
+	if !errors.As(err, &rh) {
+		t.Fatalf("handshake error %v (%T); want tls.RecordHeaderError", err, err)
+	}
+}

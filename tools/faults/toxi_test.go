@@ -153,27 +153,24 @@ var toxiRows = []toxiRow{
 }
 
 // TestToxiproxy runs every toxiproxy row for GET, PUT, POST and POST with an
-// Idempotency-Key, once with hooks (observing each attempt's class and
-// decision) and, where the policy allows it, once on the plain success path
+// Idempotency-Key through every front door: with hooks (observing each
+// attempt's class and decision) through the Transport, resty and backoff,
+// and, where the policy allows it, on the Transport's plain success path
 // (no hooks, no attempt timeout), which judges only failed first attempts.
 func TestToxiproxy(t *testing.T) {
 	for _, row := range toxiRows {
 		for _, m := range methods {
-			for _, plain := range []bool{false, true} {
-				if plain && row.attemptTO > 0 {
+			for _, fd := range frontDoors {
+				if fd.plain && row.attemptTO > 0 {
 					continue // an attempt timeout always takes the full path
 				}
-				name := row.name + "/" + m.name
-				if plain {
-					name += "/plain"
-				}
-				t.Run(name, func(t *testing.T) { runToxiRow(t, row, m, plain) })
+				t.Run(row.name+"/"+m.name+"/"+fd.name, func(t *testing.T) { runToxiRow(t, row, m, fd) })
 			}
 		}
 	}
 }
 
-func runToxiRow(t *testing.T, row toxiRow, m method, plain bool) {
+func runToxiRow(t *testing.T, row toxiRow, m method, fd frontDoor) {
 	h := newHits()
 	srv, states := newServer(t, processingHandler(h))
 	p := newProxy(t, srv.Listener.Addr().String(), row.toxics...)
@@ -182,17 +179,20 @@ func runToxiRow(t *testing.T, row toxiRow, m method, plain bool) {
 	base := &http.Transport{DialContext: d.DialContext}
 	var rec attempts
 	opts := []middleware.Option{middleware.WithBackoff(0, 0)}
+	plain := fd.plain
 	if !plain {
 		opts = append(opts, middleware.WithHooks(rec.hooks()))
 	}
 	if row.attemptTO > 0 {
 		opts = append(opts, middleware.WithAttemptTimeout(row.attemptTO))
 	}
-	tr := middleware.NewTransport(base, opts...)
 
 	req := m.newRequest(t, context.Background(), "http://"+p.Listen+"/charge")
-	body := countCloses(req)
-	resp, err := tr.RoundTrip(req)
+	var body *closeCounter
+	if fd.ownsBody {
+		body = countCloses(req)
+	}
+	resp, err := fd.do(t, base, req, opts)
 
 	wantN := 1
 	if row.class != "" && m.replayable() {
@@ -247,7 +247,7 @@ func runToxiRow(t *testing.T, row toxiRow, m method, plain bool) {
 	}
 
 	// Settle: every client connection closed, every server handler done.
-	d.closeAll(t, tr)
+	d.closeAll(t, base)
 	states.settled(t)
 	body.closedOnce(t)
 

@@ -1,6 +1,7 @@
-// Package faults is tank's fault-injection suite: real network faults
-// (toxiproxy, embedded in-process), raw HTTP/2 framer servers, hostile
-// servers and leak guards, run against middleware.NewTransport.
+// Package faults is tank's fault-injection suite: the fault matrix, real
+// network faults (toxiproxy, embedded in-process), raw HTTP/2 framer
+// servers, hostile servers and leak guards, run through every front door
+// (middleware.NewTransport, restyretry.Apply, backoffretry.New).
 //
 // It is a nested module so that tank's users never inherit toxiproxy,
 // prometheus, zerolog or x/net. The package holds tests only; the soak

@@ -1,7 +1,7 @@
 // Command soak drives tank's Transport through a flapping loopback server
 // and checks that it stays safe and bounded under load: no non-replayable
-// request processed twice, goroutines and heap back near their baseline
-// once the run is over.
+// request processed twice, goroutines, heap and resident memory back near
+// their baseline once the run is over.
 //
 // The server flaps, by request count, between healthy, 503 storms, resets
 // after reading the request (the request was processed), and stalls (the
@@ -16,7 +16,8 @@
 //	go run ./cmd/soak -n 20000 -c 16 -duration 1m
 //
 // It exits 1 when a POST was processed twice, when the run leaves
-// goroutines behind, or when the duration cap cut it short.
+// goroutines behind, when the resident set stays more than 8 MiB above its
+// baseline, or when the duration cap cut it short.
 package main
 
 import (
@@ -29,6 +30,7 @@ import (
 	"net/http"
 	"os"
 	"runtime"
+	"runtime/debug"
 	"sort"
 	"strconv"
 	"strings"
@@ -171,6 +173,7 @@ func (s *server) connState(_ net.Conn, st http.ConnState) {
 type sampler struct {
 	peakG    atomic.Int64
 	peakHeap atomic.Uint64
+	peakRSS  atomic.Uint64
 }
 
 func (p *sampler) sample() {
@@ -181,6 +184,9 @@ func (p *sampler) sample() {
 	runtime.ReadMemStats(&ms)
 	if ms.HeapAlloc > p.peakHeap.Load() {
 		p.peakHeap.Store(ms.HeapAlloc)
+	}
+	if r := rssNow(); r > p.peakRSS.Load() {
+		p.peakRSS.Store(r)
 	}
 }
 
@@ -207,11 +213,35 @@ func heapNow() uint64 {
 	return ms.HeapAlloc
 }
 
+// rssNow is the process's resident set size in bytes, from
+// /proc/self/statm (0 where there is none).
+func rssNow() uint64 {
+	b, err := os.ReadFile("/proc/self/statm")
+	if err != nil {
+		return 0
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 2 {
+		return 0
+	}
+	pages, err := strconv.ParseUint(f[1], 10, 64)
+	if err != nil {
+		return 0
+	}
+	return pages * uint64(os.Getpagesize())
+}
+
+// rssSlack is how far above its baseline the resident set may stay once the
+// run is over and the heap is returned to the OS: the runtime keeps its own
+// structures (span metadata, stacks of the peak goroutines) mapped.
+const rssSlack = 8 << 20
+
 func mib(b uint64) string { return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20)) }
 
 func run(n, c, phaseLen int, capDur time.Duration) int {
 	runtime.GC()
-	baseG, baseHeap := runtime.NumGoroutine(), heapNow()
+	debug.FreeOSMemory()
+	baseG, baseHeap, baseRSS := runtime.NumGoroutine(), heapNow(), rssNow()
 
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -319,7 +349,8 @@ func run(n, c, phaseLen int, capDur time.Duration) int {
 		runtime.Gosched()
 	}
 	runtime.GC()
-	afterG, afterHeap := runtime.NumGoroutine(), heapNow()
+	debug.FreeOSMemory()
+	afterG, afterHeap, afterRSS := runtime.NumGoroutine(), heapNow(), rssNow()
 
 	// Report.
 	done := min(next.Load(), int64(n))
@@ -337,6 +368,7 @@ func run(n, c, phaseLen int, capDur time.Duration) int {
 	fmt.Printf("connections opened (server ConnState): %d; closed: %d\n", s.opened.Load(), s.closed.Load())
 	fmt.Printf("goroutines: baseline %d, peak %d, after %d\n", baseG, p.peakG.Load(), afterG)
 	fmt.Printf("heap: baseline %s, peak %s, after %s\n", mib(baseHeap), mib(p.peakHeap.Load()), mib(afterHeap))
+	fmt.Printf("RSS: baseline %s, peak %s, after %s (after a GC and debug.FreeOSMemory)\n", mib(baseRSS), mib(p.peakRSS.Load()), mib(afterRSS))
 
 	code := 0
 	if dups > 0 {
@@ -345,6 +377,10 @@ func run(n, c, phaseLen int, capDur time.Duration) int {
 	}
 	if afterG > baseG+2 {
 		fmt.Printf("FAIL: %d goroutines left behind\n", afterG-baseG)
+		code = 1
+	}
+	if baseRSS > 0 && afterRSS > baseRSS+rssSlack {
+		fmt.Printf("FAIL: RSS stayed %s above its baseline (slack %s)\n", mib(afterRSS-baseRSS), mib(rssSlack))
 		code = 1
 	}
 	if s.byAction[actBad].Load() > 0 {

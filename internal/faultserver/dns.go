@@ -12,47 +12,91 @@ import (
 const (
 	RcodeServFail = 2 // the server failed: a temporary error
 	RcodeNXDomain = 3 // the name does not exist
+	// NoAnswer is not a response code: the server reads each query and
+	// never answers.
+	NoAnswer = -1
 )
 
 // DNS is a loopback UDP DNS server that answers every query with one
 // response code and no records. Point a resolver at it with Resolver.
 type DNS struct {
 	Addr    string // 127.0.0.1:port
+	silent  bool   // NoAnswer
 	rcode   byte
 	pc      net.PacketConn
 	queries atomic.Int64
 	wg      sync.WaitGroup
+	// The resolver's connections, closed by Close: a resolver reads its
+	// UDP socket until its own timeout (5 s), whatever its context says,
+	// so a query never answered would outlive the test otherwise.
+	mu     sync.Mutex
+	conns  map[net.Conn]bool
+	closed bool
 }
 
-// NewDNS starts a DNS server answering every query with rcode.
+// NewDNS starts a DNS server answering every query with rcode, or never
+// answering (NoAnswer).
 func NewDNS(rcode int) *DNS {
 	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
 	if err != nil {
 		panic("faultserver: " + err.Error())
 	}
-	s := &DNS{Addr: pc.LocalAddr().String(), rcode: byte(rcode & 0xf), pc: pc}
+	s := &DNS{Addr: pc.LocalAddr().String(), silent: rcode == NoAnswer, rcode: byte(rcode & 0xf), pc: pc, conns: map[net.Conn]bool{}}
 	s.wg.Add(1)
 	go s.serve()
 	return s
 }
 
 // Resolver returns a pure-Go resolver that sends every query to s, whatever
-// the system's configuration names.
+// the system's configuration names. Once s is closed its lookups fail at
+// once.
 func (s *DNS) Resolver() *net.Resolver {
-	return &net.Resolver{
-		PreferGo: true,
-		Dial: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, "udp", s.Addr)
-		},
-	}
+	return &net.Resolver{PreferGo: true, Dial: s.dial}
 }
 
-// Queries is the number of well-formed queries answered.
+func (s *DNS) dial(ctx context.Context, _, _ string) (net.Conn, error) {
+	var d net.Dialer
+	c, err := d.DialContext(ctx, "udp", s.Addr)
+	if err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		c.Close()
+		return nil, net.ErrClosed
+	}
+	s.conns[c] = true
+	return &dnsConn{UDPConn: c.(*net.UDPConn), s: s}, nil
+}
+
+// dnsConn forgets itself when the resolver closes it. It stays a
+// net.PacketConn: the resolver frames its messages for UDP only then.
+type dnsConn struct {
+	*net.UDPConn
+	s *DNS
+}
+
+func (c *dnsConn) Close() error {
+	c.s.mu.Lock()
+	delete(c.s.conns, c.UDPConn)
+	c.s.mu.Unlock()
+	return c.UDPConn.Close()
+}
+
+// Queries is the number of well-formed queries received.
 func (s *DNS) Queries() int { return int(s.queries.Load()) }
 
-// Close stops the server and waits for its goroutine to end.
+// Close stops the server, closes the connections of its resolvers (a
+// lookup waiting for an answer fails at once) and waits for its goroutine
+// to end.
 func (s *DNS) Close() {
+	s.mu.Lock()
+	s.closed = true
+	for c := range s.conns {
+		c.Close()
+	}
+	s.mu.Unlock()
 	s.pc.Close()
 	s.wg.Wait()
 }
@@ -67,7 +111,9 @@ func (s *DNS) serve() {
 		}
 		if resp := s.answer(buf[:n]); resp != nil {
 			s.queries.Add(1)
-			s.pc.WriteTo(resp, from)
+			if !s.silent {
+				s.pc.WriteTo(resp, from)
+			}
 		}
 	}
 }

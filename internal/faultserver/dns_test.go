@@ -86,3 +86,20 @@ func TestNotTLS(t *testing.T) {
 		t.Fatalf("handshake error %v (%T); want tls.RecordHeaderError", err, err)
 	}
 }
+
+// TestDNSNoAnswer: the query arrives, no answer does, and the lookup ends
+// with the caller's deadline.
+func TestDNSNoAnswer(t *testing.T) {
+	s := NewDNS(NoAnswer)
+	defer s.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	_, err := s.Resolver().LookupHost(ctx, "api.nosuch.test")
+	var de *net.DNSError
+	if !errors.As(err, &de) || !de.IsTimeout || de.IsNotFound {
+		t.Fatalf("lookup error %#v; want a timeout", err)
+	}
+	if s.Queries() == 0 {
+		t.Error("the resolver never asked")
+	}
+}

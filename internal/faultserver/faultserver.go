@@ -47,6 +47,9 @@ const (
 	// TLSReset reads the first bytes of a TLS ClientHello, then resets the
 	// connection: the handshake fails, no request is ever sent.
 	TLSReset
+	// Reply reads the full request, writes the bytes given to NewReply,
+	// then closes (servers from NewReply only).
+	Reply
 	// NotTLS speaks first, in plain text, like an SSH or SMTP server: a
 	// TLS client reads a first record that is not TLS, and no request is
 	// ever sent.
@@ -61,6 +64,7 @@ type Raw struct {
 	Addr      string // 127.0.0.1:port
 	fault     Fault
 	resetWhen func(n int) bool // set by NewResetWhen
+	reply     string           // set by NewReply
 	ln        net.Listener
 	hits      atomic.Int64
 	conns     atomic.Int64
@@ -71,20 +75,24 @@ type Raw struct {
 }
 
 // NewRaw starts a server that commits f on every connection.
-func NewRaw(f Fault) *Raw { return newRaw(f, nil) }
+func NewRaw(f Fault) *Raw { return newRaw(f, nil, "") }
 
 // NewResetWhen starts a keep-alive HTTP/1 server that reads each request in
 // full, then resets the connection (SO_LINGER 0) when reset(n) is true for
 // the n-th request it read (counting across connections, from 1), and
 // answers 200 "ok" otherwise.
-func NewResetWhen(reset func(n int) bool) *Raw { return newRaw(ReadRST, reset) }
+func NewResetWhen(reset func(n int) bool) *Raw { return newRaw(ReadRST, reset, "") }
 
-func newRaw(f Fault, resetWhen func(n int) bool) *Raw {
+// NewReply starts a server that reads each request in full, answers the
+// raw bytes resp (a response net/http may reject) and closes.
+func NewReply(resp string) *Raw { return newRaw(Reply, nil, resp) }
+
+func newRaw(f Fault, resetWhen func(n int) bool, reply string) *Raw {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		panic("faultserver: " + err.Error())
 	}
-	s := &Raw{Addr: ln.Addr().String(), fault: f, resetWhen: resetWhen, ln: ln, done: make(chan struct{}), open: map[net.Conn]bool{}}
+	s := &Raw{Addr: ln.Addr().String(), fault: f, resetWhen: resetWhen, reply: reply, ln: ln, done: make(chan struct{}), open: map[net.Conn]bool{}}
 	s.URL = "http://" + s.Addr
 	if f == TLSReset || f == NotTLS {
 		s.URL = "https://" + s.Addr
@@ -177,6 +185,8 @@ func (s *Raw) handle(c net.Conn) {
 		io.Copy(io.Discard, c) // until the client or Close closes c
 	case PartialBody:
 		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789")
+	case Reply:
+		io.WriteString(c, s.reply)
 	}
 }
 

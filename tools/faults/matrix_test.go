@@ -6,7 +6,9 @@ import (
 	"crypto/x509"
 	"errors"
 	"io"
+	"log"
 	"net/http"
+	"net/http/httptest"
 	"slices"
 	"strings"
 	"testing"
@@ -69,7 +71,7 @@ var matrix = []matrixRow{
 	// Never sent, transient: retried for any method.
 	{name: "refused", start: refused, classes: []middleware.Class{middleware.ClassRefused}},
 	{name: "dns_temporary", start: dnsTarget(faultserver.RcodeServFail), classes: []middleware.Class{middleware.ClassConnect}},
-	{name: "dial_timeout", start: dialTimeout, classes: []middleware.Class{middleware.ClassConnect}},
+	{name: "dial_timeout", start: fullBacklog(50 * time.Millisecond), classes: []middleware.Class{middleware.ClassConnect}},
 	{name: "tls_handshake_reset", start: raw(faultserver.TLSReset), classes: []middleware.Class{middleware.ClassConnect}},
 
 	// Never sent, permanent: stop at once.
@@ -79,6 +81,12 @@ var matrix = []matrixRow{
 	{name: "tls_not_tls", start: raw(faultserver.NotTLS), classes: []middleware.Class{middleware.ClassTLS}},
 	{name: "https_to_http", start: httpsToHTTP, classes: []middleware.Class{middleware.ClassTLS}},
 	{name: "unsupported_scheme", start: unsupportedScheme, classes: []middleware.Class{middleware.ClassInvalid}},
+	// TLS 1.3: the client finishes its side of the handshake and writes the
+	// request before the server's "certificate required" alert arrives; the
+	// server's close may reset the connection before the alert is read.
+	// Either way nothing was processed; a reset counts as maybe processed.
+	{name: "tls_client_cert_required", start: clientCertRequired,
+		classes: []middleware.Class{middleware.ClassTLS, middleware.ClassReset}},
 	{name: "canceled_before_send", start: canceledBefore, classes: []middleware.Class{middleware.ClassCanceled},
 		errIs: context.Canceled},
 
@@ -94,6 +102,10 @@ var matrix = []matrixRow{
 	{name: "read_then_reset", start: raw(faultserver.ReadRST), classes: []middleware.Class{middleware.ClassReset}, processed: true},
 	{name: "read_then_fin", start: raw(faultserver.ReadFIN), classes: []middleware.Class{middleware.ClassEOF}, processed: true},
 	{name: "malformed_status", start: raw(faultserver.Garbage), classes: []middleware.Class{middleware.ClassProtocol}, processed: true},
+	{name: "bad_status_code", start: reply("HTTP/1.1 abc OK\r\nContent-Length: 0\r\n\r\n"),
+		classes: []middleware.Class{middleware.ClassProtocol}, processed: true},
+	{name: "duplicate_content_length", start: reply("HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!"),
+		classes: []middleware.Class{middleware.ClassProtocol}, processed: true},
 	{name: "response_header_timeout", start: headerTimeout, classes: []middleware.Class{middleware.ClassTimeout}, processed: true},
 	{name: "attempt_timeout", start: raw(faultserver.Stall), classes: []middleware.Class{middleware.ClassTimeout}, processed: true,
 		opts: []middleware.Option{middleware.WithAttemptTimeout(50 * time.Millisecond)}},
@@ -105,6 +117,11 @@ var matrix = []matrixRow{
 		errIs: context.Canceled},
 	{name: "caller_cancel_cause", start: cancelAfterHit(true), classes: []middleware.Class{middleware.ClassCanceled}, processed: true,
 		errIs: errShutdown},
+	// The caller's deadline passes before a connection exists.
+	{name: "dns_no_answer_deadline", start: withDeadline(50*time.Millisecond, dnsTarget(faultserver.NoAnswer)),
+		classes: []middleware.Class{middleware.ClassCanceled}, errIs: context.DeadlineExceeded},
+	{name: "dial_blocked_deadline", start: withDeadline(50*time.Millisecond, fullBacklog(0)),
+		classes: []middleware.Class{middleware.ClassCanceled}, errIs: context.DeadlineExceeded},
 	{name: "caller_deadline", start: deadline, classes: []middleware.Class{middleware.ClassCanceled}, processed: true,
 		errIs: context.DeadlineExceeded},
 
@@ -213,19 +230,47 @@ func dnsTarget(rcode int) func(t *testing.T) target {
 	}
 }
 
-// dialTimeout dials a listener whose accept queue is full: the SYN is
-// dropped and the dialer's timeout fires.
-func dialTimeout(t *testing.T) target {
-	s, err := faultserver.NewFullBacklog()
-	if errors.Is(err, errors.ErrUnsupported) {
-		t.Skip(err)
+// fullBacklog dials a listener whose accept queue is full: the SYN is
+// dropped, and the dial lasts until the dialer's timeout (0: none, the
+// caller's context ends it).
+func fullBacklog(dialTimeout time.Duration) func(t *testing.T) target {
+	return func(t *testing.T) target {
+		s, err := faultserver.NewFullBacklog()
+		if errors.Is(err, errors.ErrUnsupported) {
+			t.Skip(err)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(s.Close)
+		return target{url: "http://" + s.Addr + "/", hits: zero,
+			setup: func(_ *http.Transport, d *dialer) { d.d.Timeout = dialTimeout }}
 	}
-	if err != nil {
-		t.Fatal(err)
+}
+
+func reply(resp string) func(t *testing.T) target {
+	return func(t *testing.T) target {
+		s := faultserver.NewReply(resp)
+		t.Cleanup(s.Close)
+		return target{url: s.URL, hits: s.Hits, conns: s.Conns}
 	}
-	t.Cleanup(s.Close)
-	return target{url: "http://" + s.Addr + "/", hits: zero,
-		setup: func(_ *http.Transport, d *dialer) { d.d.Timeout = 50 * time.Millisecond }}
+}
+
+// clientCertRequired is a TLS server the client trusts that demands a
+// client certificate the client does not have.
+func clientCertRequired(t *testing.T) target {
+	h := newHits()
+	cs := newConnStates()
+	srv := httptest.NewUnstartedServer(processingHandler(h))
+	srv.TLS = &tls.Config{ClientAuth: tls.RequireAnyClientCert}
+	srv.Config.ConnState = cs.hook
+	srv.Config.ErrorLog = log.New(io.Discard, "", 0)
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	pool := x509.NewCertPool()
+	pool.AddCert(srv.Certificate())
+	return target{url: srv.URL, hits: h.total, conns: func() int { return int(cs.opened.Load()) },
+		setup: func(base *http.Transport, _ *dialer) { base.TLSClientConfig = &tls.Config{RootCAs: pool} }}
 }
 
 // nameMismatch trusts the server's certificate but expects another name.
@@ -498,10 +543,10 @@ func statusClass(code int) middleware.Class {
 }
 
 // sentClass says whether an attempt of class c reached the server, where
-// the class alone tells.
+// the class alone tells (a TLS alert may come after the request is written).
 func sentClass(c middleware.Class) (sent, known bool) {
 	switch c {
-	case middleware.ClassRefused, middleware.ClassConnect, middleware.ClassDNS, middleware.ClassTLS, middleware.ClassInvalid:
+	case middleware.ClassRefused, middleware.ClassConnect, middleware.ClassDNS, middleware.ClassInvalid:
 		return false, true
 	case middleware.ClassReset, middleware.ClassEOF, middleware.ClassTimeout, middleware.ClassProtocol:
 		return true, true

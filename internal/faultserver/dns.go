@@ -25,6 +25,7 @@ type DNS struct {
 	rcode   byte
 	pc      net.PacketConn
 	queries atomic.Int64
+	asked   chan struct{} // closed on the first query
 	wg      sync.WaitGroup
 	// The resolver's connections, closed by Close: a resolver reads its
 	// UDP socket until its own timeout (5 s), whatever its context says,
@@ -41,7 +42,7 @@ func NewDNS(rcode int) *DNS {
 	if err != nil {
 		panic("faultserver: " + err.Error())
 	}
-	s := &DNS{Addr: pc.LocalAddr().String(), silent: rcode == NoAnswer, rcode: byte(rcode & 0xf), pc: pc, conns: map[net.Conn]bool{}}
+	s := &DNS{Addr: pc.LocalAddr().String(), silent: rcode == NoAnswer, rcode: byte(rcode & 0xf), pc: pc, conns: map[net.Conn]bool{}, asked: make(chan struct{})}
 	s.wg.Add(1)
 	go s.serve()
 	return s
@@ -87,6 +88,9 @@ func (c *dnsConn) Close() error {
 // Queries is the number of well-formed queries received.
 func (s *DNS) Queries() int { return int(s.queries.Load()) }
 
+// Asked is closed once the server has received its first query.
+func (s *DNS) Asked() <-chan struct{} { return s.asked }
+
 // Close stops the server, closes the connections of its resolvers (a
 // lookup waiting for an answer fails at once) and waits for its goroutine
 // to end.
@@ -110,7 +114,9 @@ func (s *DNS) serve() {
 			return
 		}
 		if resp := s.answer(buf[:n]); resp != nil {
-			s.queries.Add(1)
+			if s.queries.Add(1) == 1 {
+				close(s.asked)
+			}
 			if !s.silent {
 				s.pc.WriteTo(resp, from)
 			}

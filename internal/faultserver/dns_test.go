@@ -2,7 +2,6 @@ package faultserver
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"net"
 	"testing"
@@ -51,42 +50,6 @@ func TestDNSIgnoresMalformed(t *testing.T) {
 	}
 }
 
-// TestFullBacklogDialTimesOut: a dial to the full queue ends in the
-// dialer's timeout, not a refusal or a connection.
-func TestFullBacklogDialTimesOut(t *testing.T) {
-	s, err := NewFullBacklog()
-	if errors.Is(err, errors.ErrUnsupported) {
-		t.Skip(err)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	c, err := (&net.Dialer{Timeout: 50 * time.Millisecond}).Dial("tcp", s.Addr)
-	if err == nil {
-		c.Close()
-		t.Fatal("dial connected; want a timeout")
-	}
-	if ne, ok := err.(net.Error); !ok || !ne.Timeout() {
-		t.Fatalf("dial error %v; want a timeout", err)
-	}
-}
-
-// TestNotTLS: a TLS client reads a first record that is not TLS.
-func TestNotTLS(t *testing.T) {
-	s := NewRaw(NotTLS)
-	defer s.Close()
-	c, err := tls.Dial("tcp", s.Addr, &tls.Config{ServerName: "example.com"})
-	if err == nil {
-		c.Close()
-		t.Fatal("handshake succeeded")
-	}
-	var rh tls.RecordHeaderError
-	if !errors.As(err, &rh) {
-		t.Fatalf("handshake error %v (%T); want tls.RecordHeaderError", err, err)
-	}
-}
-
 // TestDNSNoAnswer: the query arrives, no answer does, and the lookup ends
 // with the caller's deadline.
 func TestDNSNoAnswer(t *testing.T) {
@@ -99,7 +62,9 @@ func TestDNSNoAnswer(t *testing.T) {
 	if !errors.As(err, &de) || !de.IsTimeout || de.IsNotFound {
 		t.Fatalf("lookup error %#v; want a timeout", err)
 	}
-	if s.Queries() == 0 {
+	select {
+	case <-s.Asked():
+	case <-time.After(10 * time.Second): // a failure bound: the query may still be in flight
 		t.Error("the resolver never asked")
 	}
 }

@@ -47,6 +47,10 @@ const (
 	// TLSReset reads the first bytes of a TLS ClientHello, then resets the
 	// connection: the handshake fails, no request is ever sent.
 	TLSReset
+	// TLSClose reads the first bytes of a TLS ClientHello, then closes the
+	// connection (FIN): the client's handshake ends in io.EOF, the same
+	// value a request written and then unanswered ends in.
+	TLSClose
 	// Reply reads the full request, writes the bytes given to NewReply,
 	// then closes (servers from NewReply only).
 	Reply
@@ -57,10 +61,10 @@ const (
 )
 
 // Raw is a raw net.Listener server committing one Fault on every connection
-// (from NewRaw), or resetting after the requests it was told to (from
-// NewResetWhen).
+// (from NewRaw), answering fixed bytes (from NewReply), or resetting after
+// the requests it was told to (from NewResetWhen).
 type Raw struct {
-	URL       string // http://127.0.0.1:port (https:// for TLSReset and NotTLS)
+	URL       string // http://127.0.0.1:port (https:// for TLSReset, TLSClose and NotTLS)
 	Addr      string // 127.0.0.1:port
 	fault     Fault
 	resetWhen func(n int) bool // set by NewResetWhen
@@ -69,6 +73,7 @@ type Raw struct {
 	hits      atomic.Int64
 	conns     atomic.Int64
 	done      chan struct{}
+	closeOnce sync.Once
 	wg        sync.WaitGroup
 	mu        sync.Mutex
 	open      map[net.Conn]bool
@@ -94,7 +99,7 @@ func newRaw(f Fault, resetWhen func(n int) bool, reply string) *Raw {
 	}
 	s := &Raw{Addr: ln.Addr().String(), fault: f, resetWhen: resetWhen, reply: reply, ln: ln, done: make(chan struct{}), open: map[net.Conn]bool{}}
 	s.URL = "http://" + s.Addr
-	if f == TLSReset || f == NotTLS {
+	if f == TLSReset || f == TLSClose || f == NotTLS {
 		s.URL = "https://" + s.Addr
 	}
 	s.wg.Add(1)
@@ -109,16 +114,19 @@ func (s *Raw) Hits() int { return int(s.hits.Load()) }
 func (s *Raw) Conns() int { return int(s.conns.Load()) }
 
 // Close stops the server, closes every connection, and waits for its
-// goroutines to end.
+// goroutines to end: Hits and Conns are final once it returns. Calling it
+// again does nothing.
 func (s *Raw) Close() {
-	close(s.done)
-	s.ln.Close()
-	s.mu.Lock()
-	for c := range s.open {
-		c.Close()
-	}
-	s.mu.Unlock()
-	s.wg.Wait()
+	s.closeOnce.Do(func() {
+		close(s.done)
+		s.ln.Close()
+		s.mu.Lock()
+		for c := range s.open {
+			c.Close()
+		}
+		s.mu.Unlock()
+		s.wg.Wait()
+	})
 }
 
 func (s *Raw) serve() {
@@ -166,6 +174,14 @@ func (s *Raw) handle(c net.Conn) {
 		var b [512]byte
 		c.Read(b[:])
 		reset(c)
+		return
+	case TLSClose:
+		// Read the whole first record (the ClientHello), so that closing
+		// leaves no unread data behind: the client gets a FIN, not an RST.
+		var h [5]byte
+		if _, err := io.ReadFull(c, h[:]); err == nil {
+			io.CopyN(io.Discard, c, int64(h[3])<<8|int64(h[4]))
+		}
 		return
 	case NotTLS:
 		io.WriteString(c, "SSH-2.0-faultserver\r\n")

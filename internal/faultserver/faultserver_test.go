@@ -2,6 +2,8 @@ package faultserver
 
 import (
 	"bufio"
+	"crypto/tls"
+	"errors"
 	"io"
 	"net"
 	"net/http"
@@ -132,5 +134,55 @@ func TestFakeTransport(t *testing.T) {
 	want := []string{"503 Service Unavailable 1 Service Unavailable", "200 OK  OK"}
 	if len(got) != 2 || got[0] != want[0] || got[1] != want[1] || f.Attempts() != 2 || f.Closed() != 2 {
 		t.Errorf("got %q, %d attempts, %d closed; want %q, 2, 2", got, f.Attempts(), f.Closed(), want)
+	}
+}
+
+// TestFullBacklogDialTimesOut: a dial to the full queue ends in the
+// dialer's timeout, not a refusal or a connection.
+func TestFullBacklogDialTimesOut(t *testing.T) {
+	s, err := NewFullBacklog()
+	if errors.Is(err, errors.ErrUnsupported) {
+		t.Skip(err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	c, err := (&net.Dialer{Timeout: 50 * time.Millisecond}).Dial("tcp", s.Addr)
+	if err == nil {
+		c.Close()
+		t.Fatal("dial connected; want a timeout")
+	}
+	if ne, ok := errors.AsType[net.Error](err); !ok || !ne.Timeout() {
+		t.Fatalf("dial error %v; want a timeout", err)
+	}
+}
+
+// TestNotTLS: a TLS client reads a first record that is not TLS.
+func TestNotTLS(t *testing.T) {
+	s := NewRaw(NotTLS)
+	defer s.Close()
+	c, err := tls.Dial("tcp", s.Addr, &tls.Config{ServerName: "example.com"})
+	if err == nil {
+		c.Close()
+		t.Fatal("handshake succeeded")
+	}
+	var rh tls.RecordHeaderError
+	if !errors.As(err, &rh) {
+		t.Fatalf("handshake error %v (%T); want tls.RecordHeaderError", err, err)
+	}
+}
+
+// TestTLSClose: the handshake ends in a clean io.EOF, not a reset.
+func TestTLSClose(t *testing.T) {
+	s := NewRaw(TLSClose)
+	defer s.Close()
+	c, err := tls.Dial("tcp", s.Addr, &tls.Config{ServerName: "example.com"})
+	if err == nil {
+		c.Close()
+		t.Fatal("handshake succeeded")
+	}
+	if !errors.Is(err, io.EOF) {
+		t.Fatalf("handshake error %v (%T); want io.EOF", err, err)
 	}
 }

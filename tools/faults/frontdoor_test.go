@@ -15,7 +15,9 @@ import (
 
 // A frontDoor is one way a user reaches tank. Every fault table in this
 // package runs through each of them: they share one classifier and policy,
-// so each must give the same classes, decisions, attempts and server hits.
+// so each cell's attempts, decisions and server hits must follow the same
+// decision table whatever the door. (The plain door shows no classes; where
+// the kernel races, doors may see different classes of the row's set.)
 type frontDoor struct {
 	name string
 	// do sends req over base through the front door, with opts, and returns

@@ -197,7 +197,6 @@ func runH2Row(t *testing.T, row h2Row, m method, fd frontDoor, want h2Want) {
 			t.Fatalf("RoundTrip = %d; want an error", resp.StatusCode)
 		}
 		exhausted(t, err, len(want.classes), want.reason)
-		t.Logf("error: %v", err)
 	}
 	got := rec.get()
 	if len(got) != len(want.classes) {

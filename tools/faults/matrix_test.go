@@ -11,6 +11,7 @@ import (
 	"net/http/httptest"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -18,12 +19,15 @@ import (
 	"github.com/tankhttp/tank/middleware"
 )
 
-// The fault matrix: every fault of faults.md §2, sent as GET, PUT, POST and
-// POST with an Idempotency-Key through every front door, over loopback.
-// Each cell asserts each attempt's class and decision, the attempts made,
-// and the requests the server processed; and the invariant behind them all:
-// a request that is not replayable is processed at most once (429, 502 and
-// 503 excepted: the server says it did no work).
+// The fault matrix: every fault of faults.md §2 that reaches a
+// RoundTripper, sent as GET, PUT, POST and POST with an Idempotency-Key
+// through every front door, over loopback. (http.Client.Timeout is the
+// Client's own deadline, set above any RoundTripper: the caller_deadline
+// row stands for it.) Each cell asserts each attempt's class and decision,
+// the attempts made, and the requests the server processed; and the
+// invariant behind them all: a request that is not replayable is processed
+// at most once, unless the server answered 429, 502 or 503 (the brief's
+// rule: the server, or the gateway in front of it, did no work).
 
 // matrixMax is the attempt cap of every cell.
 const matrixMax = 3
@@ -33,11 +37,27 @@ type target struct {
 	url   string
 	hits  func() int // requests the server read in full
 	conns func() int // connections the server accepted; nil: no server to count
+	// bodies, when set, gives the body of every request the server read.
+	bodies func() [][]byte
+	// close, when set, stops the server: hits, conns and bodies are final
+	// once it returns. It may be called again (it is also a cleanup).
+	close func()
 	// ctx is the caller's context (nil: context.Background()).
 	ctx context.Context
 	// setup adjusts the client's http.Transport and dialer.
 	setup func(base *http.Transport, d *dialer)
+	// prepare adjusts the request before it is sent.
+	prepare func(req *http.Request)
 }
+
+// sentness is what a row knows of Attempt.Sent.
+type sentness uint8
+
+const (
+	sentByClass sentness = iota // the class tells (sentClass)
+	sentNo                      // no attempt of the row reached the server
+	sentYes                     // every attempt of the row did
+)
 
 type matrixRow struct {
 	name  string
@@ -46,11 +66,17 @@ type matrixRow struct {
 	// classes an attempt may end in: more than one where the kernel races
 	// (a server closing before it reads may show as EOF or as a reset).
 	classes []middleware.Class
+	sent    sentness
 	// processed: the server reads every attempt in full.
 	processed bool
+	// anyMethod: the server answered 429, 502 or 503 before the row's
+	// fault, so a non-replayable request may reach it again.
+	anyMethod bool
 	// statuses, for scripted servers: the status of attempt i (the last
 	// repeats). The response is returned, never an error.
 	statuses []int
+	// bodyErr: reading the returned body ends in this error (nil: none).
+	bodyErr error
 	// stopRetry, when set, is the reason the policy refuses the first retry
 	// the rules ask for (Retry-After beyond its cap, past the deadline).
 	stopRetry middleware.Reason
@@ -69,61 +95,72 @@ var errShutdown = errors.New("shutdown requested")
 
 var matrix = []matrixRow{
 	// Never sent, transient: retried for any method.
-	{name: "refused", start: refused, classes: []middleware.Class{middleware.ClassRefused}},
+	{name: "refused", start: refusedTarget, classes: []middleware.Class{middleware.ClassRefused}},
 	{name: "dns_temporary", start: dnsTarget(faultserver.RcodeServFail), classes: []middleware.Class{middleware.ClassConnect}},
 	{name: "dial_timeout", start: fullBacklog(50 * time.Millisecond), classes: []middleware.Class{middleware.ClassConnect}},
-	{name: "tls_handshake_reset", start: raw(faultserver.TLSReset), classes: []middleware.Class{middleware.ClassConnect}},
+	{name: "tls_handshake_reset", start: rawFault(faultserver.TLSReset), classes: []middleware.Class{middleware.ClassConnect}},
+	// The handshake ends in io.EOF, the very value a written and then
+	// unanswered request ends in: only the send state tells them apart.
+	{name: "tls_handshake_close", start: rawFault(faultserver.TLSClose), classes: []middleware.Class{middleware.ClassConnect}},
 
 	// Never sent, permanent: stop at once.
 	{name: "dns_not_found", start: dnsTarget(faultserver.RcodeNXDomain), classes: []middleware.Class{middleware.ClassDNS}},
-	{name: "tls_untrusted_cert", start: scripted(true), classes: []middleware.Class{middleware.ClassTLS}},
-	{name: "tls_name_mismatch", start: nameMismatch, classes: []middleware.Class{middleware.ClassTLS}},
-	{name: "tls_not_tls", start: raw(faultserver.NotTLS), classes: []middleware.Class{middleware.ClassTLS}},
-	{name: "https_to_http", start: httpsToHTTP, classes: []middleware.Class{middleware.ClassTLS}},
+	{name: "tls_untrusted_cert", start: scripted(true), classes: []middleware.Class{middleware.ClassTLS}, sent: sentNo},
+	{name: "tls_name_mismatch", start: nameMismatch, classes: []middleware.Class{middleware.ClassTLS}, sent: sentNo},
+	{name: "tls_not_tls", start: rawFault(faultserver.NotTLS), classes: []middleware.Class{middleware.ClassTLS}, sent: sentNo},
+	{name: "https_to_http", start: httpsToHTTP, classes: []middleware.Class{middleware.ClassTLS}, sent: sentNo},
 	{name: "unsupported_scheme", start: unsupportedScheme, classes: []middleware.Class{middleware.ClassInvalid}},
+	{name: "invalid_header", start: invalidHeader, classes: []middleware.Class{middleware.ClassInvalid}},
 	// TLS 1.3: the client finishes its side of the handshake and writes the
 	// request before the server's "certificate required" alert arrives; the
 	// server's close may reset the connection before the alert is read.
 	// Either way nothing was processed; a reset counts as maybe processed.
+	// (Now and then the alert lands inside the client's handshake: then the
+	// attempt is not sent. Sent is left to the class here.)
 	{name: "tls_client_cert_required", start: clientCertRequired,
 		classes: []middleware.Class{middleware.ClassTLS, middleware.ClassReset}},
 	{name: "canceled_before_send", start: canceledBefore, classes: []middleware.Class{middleware.ClassCanceled},
-		errIs: context.Canceled},
+		sent: sentNo, errIs: context.Canceled},
 
 	// Sent, no response: retried only when replayable. The server closes
 	// before reading: the client may see its FIN, the RST its unread data
 	// causes, or (FIN first) "server closed idle connection".
-	{name: "accept_close", start: raw(faultserver.AcceptClose),
+	{name: "accept_close", start: rawFault(faultserver.AcceptClose),
 		classes: []middleware.Class{middleware.ClassEOF, middleware.ClassReset, middleware.ClassConnect}},
 	// Its reset may even reach the client before connect(2) returns: the
 	// dial fails (connect), after the server accepted.
-	{name: "close_before_read", start: raw(faultserver.CloseRST), dialRace: true,
+	{name: "close_before_read", start: rawFault(faultserver.CloseRST), dialRace: true,
 		classes: []middleware.Class{middleware.ClassEOF, middleware.ClassReset, middleware.ClassConnect}},
-	{name: "read_then_reset", start: raw(faultserver.ReadRST), classes: []middleware.Class{middleware.ClassReset}, processed: true},
-	{name: "read_then_fin", start: raw(faultserver.ReadFIN), classes: []middleware.Class{middleware.ClassEOF}, processed: true},
-	{name: "malformed_status", start: raw(faultserver.Garbage), classes: []middleware.Class{middleware.ClassProtocol}, processed: true},
-	{name: "bad_status_code", start: reply("HTTP/1.1 abc OK\r\nContent-Length: 0\r\n\r\n"),
+	{name: "read_then_reset", start: rawFault(faultserver.ReadRST), classes: []middleware.Class{middleware.ClassReset}, processed: true},
+	{name: "read_then_fin", start: rawFault(faultserver.ReadFIN), classes: []middleware.Class{middleware.ClassEOF}, processed: true},
+	{name: "malformed_status", start: rawFault(faultserver.Garbage), classes: []middleware.Class{middleware.ClassProtocol}, processed: true},
+	{name: "bad_status_code", start: replyWith("HTTP/1.1 abc OK\r\nContent-Length: 0\r\n\r\n"),
 		classes: []middleware.Class{middleware.ClassProtocol}, processed: true},
-	{name: "duplicate_content_length", start: reply("HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!"),
+	{name: "duplicate_content_length", start: replyWith("HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!"),
 		classes: []middleware.Class{middleware.ClassProtocol}, processed: true},
 	{name: "response_header_timeout", start: headerTimeout, classes: []middleware.Class{middleware.ClassTimeout}, processed: true},
-	{name: "attempt_timeout", start: raw(faultserver.Stall), classes: []middleware.Class{middleware.ClassTimeout}, processed: true,
-		opts: []middleware.Option{middleware.WithAttemptTimeout(50 * time.Millisecond)}},
+	{name: "attempt_timeout", start: rawFault(faultserver.Stall), classes: []middleware.Class{middleware.ClassTimeout}, processed: true,
+		opts: []middleware.Option{middleware.WithAttemptTimeout(100 * time.Millisecond)}},
 	// A broken body is the caller's to read: the 200 is returned, not retried.
-	{name: "partial_body", start: raw(faultserver.PartialBody), statuses: []int{200}},
+	{name: "partial_body", start: rawFault(faultserver.PartialBody), statuses: []int{200}, bodyErr: io.ErrUnexpectedEOF},
 
 	// The caller gives up while the server holds the processed request.
-	{name: "caller_cancel", start: cancelAfterHit(false), classes: []middleware.Class{middleware.ClassCanceled}, processed: true,
-		errIs: context.Canceled},
-	{name: "caller_cancel_cause", start: cancelAfterHit(true), classes: []middleware.Class{middleware.ClassCanceled}, processed: true,
-		errIs: errShutdown},
+	{name: "caller_cancel", start: cancelAfterHit(false, 0), classes: []middleware.Class{middleware.ClassCanceled},
+		sent: sentYes, processed: true, errIs: context.Canceled},
+	{name: "caller_cancel_cause", start: cancelAfterHit(true, 0), classes: []middleware.Class{middleware.ClassCanceled},
+		sent: sentYes, processed: true, errIs: errShutdown},
+	// A 503 first (retried for any method), then the cancel, on the retry.
+	{name: "caller_cancel_on_retry", start: cancelAfterHit(false, http.StatusServiceUnavailable),
+		classes: []middleware.Class{middleware.ClassUnavailable, middleware.ClassCanceled},
+		sent:    sentYes, processed: true, anyMethod: true, errIs: context.Canceled},
 	// The caller's deadline passes before a connection exists.
 	{name: "dns_no_answer_deadline", start: withDeadline(50*time.Millisecond, dnsTarget(faultserver.NoAnswer)),
-		classes: []middleware.Class{middleware.ClassCanceled}, errIs: context.DeadlineExceeded},
+		classes: []middleware.Class{middleware.ClassCanceled}, sent: sentNo, errIs: context.DeadlineExceeded},
 	{name: "dial_blocked_deadline", start: withDeadline(50*time.Millisecond, fullBacklog(0)),
-		classes: []middleware.Class{middleware.ClassCanceled}, errIs: context.DeadlineExceeded},
-	{name: "caller_deadline", start: deadline, classes: []middleware.Class{middleware.ClassCanceled}, processed: true,
-		errIs: context.DeadlineExceeded},
+		classes: []middleware.Class{middleware.ClassCanceled}, sent: sentNo, errIs: context.DeadlineExceeded},
+	// The deadline passes while the server holds the request it read.
+	{name: "caller_deadline", start: withDeadline(100*time.Millisecond, rawFault(faultserver.Stall)),
+		classes: []middleware.Class{middleware.ClassCanceled}, sent: sentYes, processed: true, errIs: context.DeadlineExceeded},
 
 	// Statuses, without Retry-After.
 	{name: "429", start: scripted(false, step(429, "")), statuses: []int{429}, source: middleware.SleepBackoff},
@@ -179,22 +216,29 @@ func step(code int, retryAfter string) faultserver.Step {
 	return faultserver.Step{Status: code, RetryAfter: retryAfter, Body: http.StatusText(code)}
 }
 
-func refused(*testing.T) target {
-	return target{url: "http://" + faultserver.RefusedAddr(), hits: zero}
+func refusedTarget(*testing.T) target {
+	return target{url: "http://" + faultserver.RefusedAddr(), hits: noHits}
 }
 
-func zero() int { return 0 }
+func noHits() int { return 0 }
 
-func raw(f faultserver.Fault) func(t *testing.T) target {
+func rawFault(f faultserver.Fault) func(t *testing.T) target {
 	return func(t *testing.T) target {
 		s := faultserver.NewRaw(f)
 		t.Cleanup(s.Close)
-		return target{url: s.URL, hits: s.Hits, conns: s.Conns}
+		return target{url: s.URL, hits: s.Hits, conns: s.Conns, close: s.Close}
 	}
 }
 
-// scripted starts a scripted server (the last step repeats; none: 200) and
-// checks, at cleanup, that every request it read carried the full payload.
+func replyWith(resp string) func(t *testing.T) target {
+	return func(t *testing.T) target {
+		s := faultserver.NewReply(resp)
+		t.Cleanup(s.Close)
+		return target{url: s.URL, hits: s.Hits, conns: s.Conns, close: s.Close}
+	}
+}
+
+// scripted starts a scripted server (the last step repeats; none: 200).
 func scripted(tls bool, steps ...faultserver.Step) func(t *testing.T) target {
 	return func(t *testing.T) target {
 		newServer := faultserver.NewScripted
@@ -203,14 +247,7 @@ func scripted(tls bool, steps ...faultserver.Step) func(t *testing.T) target {
 		}
 		s := newServer(steps...)
 		t.Cleanup(s.Close)
-		t.Cleanup(func() {
-			for i, b := range s.Bodies() {
-				if len(b) > 0 && string(b) != payload {
-					t.Errorf("hit %d: server read body %q; want %q", i+1, b, payload)
-				}
-			}
-		})
-		return target{url: s.URL, hits: s.Hits, conns: s.Conns}
+		return target{url: s.URL, hits: s.Hits, conns: s.Conns, bodies: s.Bodies, close: s.Close}
 	}
 }
 
@@ -219,40 +256,49 @@ func scripted(tls bool, steps ...faultserver.Step) func(t *testing.T) target {
 func dnsTarget(rcode int) func(t *testing.T) target {
 	return func(t *testing.T) target {
 		s := faultserver.NewDNS(rcode)
-		t.Cleanup(func() {
-			s.Close()
-			if s.Queries() == 0 {
-				t.Error("the resolver never asked the loopback DNS server")
-			}
-		})
-		return target{url: "http://api.nosuch.test/", hits: zero,
-			setup: func(_ *http.Transport, d *dialer) { d.d.Resolver = s.Resolver() }}
+		t.Cleanup(s.Close)
+		return target{url: "http://api.nosuch.test/", hits: noHits,
+			setup: func(_ *http.Transport, d *dialer) { d.d.Resolver = s.Resolver() },
+			close: func() {
+				select {
+				case <-s.Asked():
+				case <-time.After(settleTimeout): // a failure bound
+					t.Error("the resolver never asked the loopback DNS server")
+				}
+				s.Close()
+			}}
 	}
 }
+
+// The full-backlog listener is shared by every cell that needs one: filling
+// its accept queue costs a dial timeout. TestMain closes it.
+var (
+	backlogOnce sync.Once
+	backlog     *faultserver.FullBacklog
+	backlogErr  error
+)
 
 // fullBacklog dials a listener whose accept queue is full: the SYN is
 // dropped, and the dial lasts until the dialer's timeout (0: none, the
 // caller's context ends it).
 func fullBacklog(dialTimeout time.Duration) func(t *testing.T) target {
 	return func(t *testing.T) target {
-		s, err := faultserver.NewFullBacklog()
-		if errors.Is(err, errors.ErrUnsupported) {
-			t.Skip(err)
+		backlogOnce.Do(func() { backlog, backlogErr = faultserver.NewFullBacklog() })
+		if errors.Is(backlogErr, errors.ErrUnsupported) {
+			t.Skip(backlogErr)
 		}
-		if err != nil {
-			t.Fatal(err)
+		if backlogErr != nil {
+			t.Fatal(backlogErr)
 		}
-		t.Cleanup(s.Close)
-		return target{url: "http://" + s.Addr + "/", hits: zero,
+		return target{url: "http://" + backlog.Addr + "/", hits: noHits,
 			setup: func(_ *http.Transport, d *dialer) { d.d.Timeout = dialTimeout }}
 	}
 }
 
-func reply(resp string) func(t *testing.T) target {
-	return func(t *testing.T) target {
-		s := faultserver.NewReply(resp)
-		t.Cleanup(s.Close)
-		return target{url: s.URL, hits: s.Hits, conns: s.Conns}
+// closeBacklog closes the shared full-backlog listener, if one was made.
+func closeBacklog() {
+	if backlog != nil {
+		backlog.Close()
 	}
 }
 
@@ -269,7 +315,7 @@ func clientCertRequired(t *testing.T) target {
 	t.Cleanup(srv.Close)
 	pool := x509.NewCertPool()
 	pool.AddCert(srv.Certificate())
-	return target{url: srv.URL, hits: h.total, conns: func() int { return int(cs.opened.Load()) },
+	return target{url: srv.URL, hits: h.total, conns: func() int { return int(cs.opened.Load()) }, close: srv.Close,
 		setup: func(base *http.Transport, _ *dialer) { base.TLSClientConfig = &tls.Config{RootCAs: pool} }}
 }
 
@@ -279,7 +325,7 @@ func nameMismatch(t *testing.T) target {
 	t.Cleanup(s.Close)
 	pool := x509.NewCertPool()
 	pool.AddCert(s.Certificate())
-	return target{url: s.URL, hits: s.Hits, conns: s.Conns,
+	return target{url: s.URL, hits: s.Hits, conns: s.Conns, bodies: s.Bodies, close: s.Close,
 		setup: func(base *http.Transport, _ *dialer) {
 			base.TLSClientConfig = &tls.Config{RootCAs: pool, ServerName: "wrong.name.test"}
 		}}
@@ -292,7 +338,14 @@ func httpsToHTTP(t *testing.T) target {
 }
 
 func unsupportedScheme(*testing.T) target {
-	return target{url: "ftp://127.0.0.1/", hits: zero}
+	return target{url: "ftp://127.0.0.1/", hits: noHits}
+}
+
+// invalidHeader sends a header value net/http refuses to write.
+func invalidHeader(t *testing.T) target {
+	tg := scripted(false)(t)
+	tg.prepare = func(req *http.Request) { req.Header["X-Bad"] = []string{"a\r\nInjected: 1"} }
+	return tg
 }
 
 func canceledBefore(t *testing.T) target {
@@ -304,15 +357,16 @@ func canceledBefore(t *testing.T) target {
 }
 
 func headerTimeout(t *testing.T) target {
-	tg := raw(faultserver.Stall)(t)
-	tg.setup = func(base *http.Transport, _ *dialer) { base.ResponseHeaderTimeout = 50 * time.Millisecond }
+	tg := rawFault(faultserver.Stall)(t)
+	tg.setup = func(base *http.Transport, _ *dialer) { base.ResponseHeaderTimeout = 100 * time.Millisecond }
 	return tg
 }
 
-// cancelAfterHit: the server reads the request in full, then cancels the
-// caller's context (with errShutdown as the cause when cause is set) and
-// holds the connection until the client lets go.
-func cancelAfterHit(cause bool) func(t *testing.T) target {
+// cancelAfterHit: the server answers first (when not 0) to the first
+// request; then it reads a request in full, cancels the caller's context
+// (with errShutdown as the cause when cause is set) and holds the
+// connection until the client lets go.
+func cancelAfterHit(cause bool, first int) func(t *testing.T) target {
 	return func(t *testing.T) target {
 		var cancel func()
 		ctx := context.Background()
@@ -329,18 +383,16 @@ func cancelAfterHit(cause bool) func(t *testing.T) target {
 				return
 			}
 			h.add(r.Method)
+			if first != 0 && h.total() == 1 {
+				w.WriteHeader(first)
+				return
+			}
 			cancel()
 			<-r.Context().Done()
 		}))
-		t.Cleanup(func() { states.settled(t) })
-		return target{url: srv.URL, hits: h.total, conns: func() int { return int(states.opened.Load()) }, ctx: ctx}
+		return target{url: srv.URL, hits: h.total, conns: func() int { return int(states.opened.Load()) },
+			ctx: ctx, close: func() { srv.Close(); states.settled(t) }}
 	}
-}
-
-// deadline: the server holds the processed request past the caller's
-// deadline.
-func deadline(t *testing.T) target {
-	return withDeadline(50*time.Millisecond, raw(faultserver.Stall))(t)
 }
 
 func withDeadline(d time.Duration, start func(t *testing.T) target) func(t *testing.T) target {
@@ -382,6 +434,9 @@ func runMatrixCell(t *testing.T, row matrixRow, m method, fd frontDoor) {
 		ctx = context.Background()
 	}
 	req := m.newRequest(t, ctx, tg.url)
+	if tg.prepare != nil {
+		tg.prepare(req)
+	}
 	var body *closeCounter
 	if fd.ownsBody {
 		body = countCloses(req)
@@ -390,13 +445,33 @@ func runMatrixCell(t *testing.T, row matrixRow, m method, fd frontDoor) {
 	resp, err := fd.do(t, base, req, opts)
 	status := 0
 	if resp != nil {
-		io.Copy(io.Discard, resp.Body)
+		_, rerr := io.Copy(io.Discard, resp.Body)
 		resp.Body.Close()
 		status = resp.StatusCode
+		if !errors.Is(rerr, row.bodyErr) {
+			t.Errorf("reading the body: %v; want %v", rerr, row.bodyErr)
+		}
 	}
+	// Settle: the client closed every connection it opened, the server
+	// finished with every request (its counts are final), and only then is
+	// the caller's body checked for a single Close.
 	d.closeAll(t, base)
+	if tg.close != nil {
+		tg.close()
+	}
 	body.closedOnce(t)
 	hits := tg.hits()
+	if tg.bodies != nil {
+		want := payload
+		if m.method == http.MethodGet {
+			want = ""
+		}
+		for i, b := range tg.bodies() {
+			if string(b) != want {
+				t.Errorf("hit %d: server read body %q; want %q", i+1, b, want)
+			}
+		}
+	}
 	if tg.conns != nil {
 		// Connections: one per dial, never more than one per attempt.
 		accepted, dialed := tg.conns(), int(d.dialed.Load())
@@ -409,7 +484,7 @@ func runMatrixCell(t *testing.T, row matrixRow, m method, fd frontDoor) {
 	}
 
 	// The invariant.
-	anyMethod := row.statuses != nil && slices.Contains([]int{429, 502, 503}, row.statuses[0])
+	anyMethod := row.anyMethod || row.statuses != nil && slices.Contains([]int{429, 502, 503}, row.statuses[0])
 	if !m.replayable() && !anyMethod && hits > 1 {
 		t.Fatalf("INVARIANT: the server processed a %s without Idempotency-Key %d times", m.method, hits)
 	}
@@ -425,7 +500,7 @@ func runMatrixCell(t *testing.T, row matrixRow, m method, fd frontDoor) {
 func checkStatusCell(t *testing.T, row matrixRow, m method, fd frontDoor, rec *attempts, status int, err error, hits int) {
 	t.Helper()
 	var want []seen
-	for n := 1; ; n++ {
+	for n := 1; n <= matrixMax; n++ {
 		c := statusClass(row.statuses[min(n, len(row.statuses))-1])
 		v, r := expectVerdict(c, m, n, row)
 		want = append(want, seen{Number: n, Class: c, Verdict: v, Reason: r, Sent: true})
@@ -519,7 +594,14 @@ func checkErrorCell(t *testing.T, row matrixRow, m method, fd frontDoor, rec *at
 		if a.Verdict != v || a.Reason != r {
 			t.Errorf("attempt %d (%s): %v/%s; want %v/%s", i+1, a.Class, a.Verdict, a.Reason, v, r)
 		}
-		if s, known := sentClass(a.Class); known && a.Sent != s {
+		s, known := sentClass(a.Class)
+		switch row.sent {
+		case sentNo:
+			s, known = false, true
+		case sentYes:
+			s, known = true, true
+		}
+		if known && a.Sent != s {
 			t.Errorf("attempt %d (%s) Sent = %v; want %v", i+1, a.Class, a.Sent, s)
 		}
 	}
@@ -543,7 +625,8 @@ func statusClass(code int) middleware.Class {
 }
 
 // sentClass says whether an attempt of class c reached the server, where
-// the class alone tells (a TLS alert may come after the request is written).
+// the class alone tells (a TLS alert may come before or after the request
+// is written, a cancel at any time: rows say).
 func sentClass(c middleware.Class) (sent, known bool) {
 	switch c {
 	case middleware.ClassRefused, middleware.ClassConnect, middleware.ClassDNS, middleware.ClassInvalid:
@@ -588,9 +671,10 @@ func expectVerdict(c middleware.Class, m method, n int, row matrixRow) (middlewa
 // expectRun gives the last reason and the attempt count when every attempt
 // ends in class c.
 func expectRun(c middleware.Class, m method, row matrixRow) (middleware.Reason, int) {
-	for n := 1; ; n++ {
+	for n := 1; n <= matrixMax; n++ {
 		if v, r := expectVerdict(c, m, n, row); v == middleware.Stop {
 			return r, n
 		}
 	}
+	return "", 0 // not reached: attempt matrixMax always stops
 }

@@ -23,8 +23,8 @@ type frontDoor struct {
 	// do sends req over base through the front door, with opts, and returns
 	// the response (body unread) or the error.
 	do func(t testing.TB, base http.RoundTripper, req *http.Request, opts []middleware.Option) (*http.Response, error)
-	// plain: no hooks may be added, so the Transport takes its success path
-	// and only the outcome and the server side can be checked.
+	// plain: no hooks, as most callers run: the Transport takes its success
+	// path, and only the outcome and the server side can be checked.
 	plain bool
 	// ownsBody: req.Body reaches the transport as given, so its Close calls
 	// can be counted (resty reads the caller's body into its own).
@@ -35,7 +35,9 @@ var frontDoors = []frontDoor{
 	{name: "transport", do: viaTransport, ownsBody: true},
 	{name: "transport_plain", do: viaTransport, ownsBody: true, plain: true},
 	{name: "resty", do: viaResty},
+	{name: "resty_plain", do: viaResty, plain: true},
 	{name: "backoff", do: viaBackoff, ownsBody: true},
+	{name: "backoff_plain", do: viaBackoff, ownsBody: true, plain: true},
 }
 
 func viaTransport(_ testing.TB, base http.RoundTripper, req *http.Request, opts []middleware.Option) (*http.Response, error) {

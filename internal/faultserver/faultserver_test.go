@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"syscall"
 	"testing"
 	"time"
 
@@ -158,31 +159,26 @@ func TestFullBacklogDialTimesOut(t *testing.T) {
 	}
 }
 
-// TestNotTLS: a TLS client reads a first record that is not TLS.
-func TestNotTLS(t *testing.T) {
-	s := NewRaw(NotTLS)
-	defer s.Close()
-	c, err := tls.Dial("tcp", s.Addr, &tls.Config{ServerName: "example.com"})
-	if err == nil {
-		c.Close()
-		t.Fatal("handshake succeeded")
-	}
-	var rh tls.RecordHeaderError
-	if !errors.As(err, &rh) {
-		t.Fatalf("handshake error %v (%T); want tls.RecordHeaderError", err, err)
-	}
-}
-
-// TestTLSClose: the handshake ends in a clean io.EOF, not a reset.
-func TestTLSClose(t *testing.T) {
-	s := NewRaw(TLSClose)
-	defer s.Close()
-	c, err := tls.Dial("tcp", s.Addr, &tls.Config{ServerName: "example.com"})
-	if err == nil {
-		c.Close()
-		t.Fatal("handshake succeeded")
-	}
-	if !errors.Is(err, io.EOF) {
-		t.Fatalf("handshake error %v (%T); want io.EOF", err, err)
+// TestTLSHandshakeFaults: each fault ends a TLS client's handshake the way
+// its doc says, and the client never gets a connection.
+func TestTLSHandshakeFaults(t *testing.T) {
+	for _, tt := range []struct {
+		name  string
+		fault Fault
+		want  func(error) bool
+	}{
+		{"NotTLS", NotTLS, func(err error) bool { _, ok := errors.AsType[tls.RecordHeaderError](err); return ok }},
+		{"TLSClose", TLSClose, func(err error) bool { return errors.Is(err, io.EOF) }},
+		{"TLSReset", TLSReset, func(err error) bool { return errors.Is(err, syscall.ECONNRESET) }},
+	} {
+		s := NewRaw(tt.fault)
+		c, err := tls.Dial("tcp", s.Addr, &tls.Config{ServerName: "example.com"})
+		s.Close()
+		if err == nil {
+			c.Close()
+			t.Errorf("%s: handshake succeeded", tt.name)
+		} else if !tt.want(err) {
+			t.Errorf("%s: handshake error %v (%T)", tt.name, err, err)
+		}
 	}
 }

@@ -99,7 +99,7 @@ func startJaeger(t *testing.T) (query, otlp string) {
 	bin := os.Getenv("JAEGER_BIN")
 	if bin == "" {
 		t.Skip("JAEGER_BIN is not set; run `bash .ci/run`, or " +
-			"`JAEGER_BIN=/var/cache/tank/jaeger-v1.76.0 go -C tools/e2e test ./...` " +
+			"`JAEGER_BIN=/var/cache/tank/jaeger-v1.75.0 go -C tools/e2e test ./...` " +
 			"(build it with `go -C tools/jaeger tool -n jaeger`)")
 	}
 	p := freePorts(t, 5)

@@ -3,7 +3,6 @@ package middleware
 import (
 	"context"
 	"net/http"
-	"strings"
 	"time"
 )
 
@@ -57,8 +56,12 @@ const (
 	ReasonBudget            Reason = "budget_exhausted"     // the retry budget refused the retry
 )
 
-// Error makes a Reason usable as a sentinel error.
-func (r Reason) Error() string { return "middleware: " + strings.ReplaceAll(string(r), "_", " ") }
+// Error makes a Reason usable as a sentinel error. It is the Reason's label,
+// so %s, %v and log/slog print the same stable string as String.
+func (r Reason) Error() string { return string(r) }
+
+// String returns the Reason's stable label, such as "not_replayable".
+func (r Reason) String() string { return string(r) }
 
 // Sources of a wait, in Attempt.SleepSource.
 const (
@@ -70,7 +73,10 @@ const (
 // how tank classified it and what it decided.
 //
 // Hooks and classifiers receive the same *Attempt; they must not keep it
-// after they return.
+// after they return. To them it is read-only, except Header in
+// Hooks.AttemptStart: whatever else a hook or classifier writes to it is
+// undone when it returns, so no observer can change a decision, a wait or
+// what the next observer sees. A classifier decides through its Verdict.
 type Attempt struct {
 	// Request is the caller's request. Treat it as read-only.
 	Request *http.Request
@@ -125,8 +131,9 @@ type Classifier func(a *Attempt) Verdict
 // Hooks run on the goroutine of the request; they must be safe to call from
 // many requests at once.
 type Hooks struct {
-	// Enabled, when set, is asked once per request whether the other hooks
-	// want to see it. false lets the request take the Transport's success
+	// Enabled, when set, is asked once per request, before anything else,
+	// whether the other hooks want to see it; the answer holds for the whole
+	// request, retries included. false lets the request take the Transport's success
 	// path, as if there were no hooks (tracing says false when no
 	// OpenTelemetry SDK is installed). nil means always.
 	Enabled func(req *http.Request) bool
@@ -144,6 +151,36 @@ type Hooks struct {
 	RequestEnd func(ctx context.Context, last *Attempt)
 }
 
+// startHook runs an AttemptStart hook. Only a.Header survives it: the hook
+// may add to the private copy, or replace it.
+func (a *Attempt) startHook(f func(context.Context, *Attempt) context.Context, ctx context.Context) context.Context {
+	saved := *a
+	if c := f(ctx, a); c != nil {
+		ctx = c
+	}
+	h := a.Header
+	*a = saved
+	if h != nil {
+		a.Header = h
+	}
+	return ctx
+}
+
+// endHook runs an AttemptEnd or RequestEnd hook and undoes what it wrote.
+func (a *Attempt) endHook(f func(context.Context, *Attempt), ctx context.Context) {
+	saved := *a
+	f(ctx, a)
+	*a = saved
+}
+
+// classify runs a classifier and undoes what it wrote.
+func (a *Attempt) classify(c Classifier) Verdict {
+	saved := *a
+	v := c(a)
+	*a = saved
+	return v
+}
+
 func (h *Hooks) empty() bool {
 	return h.RequestStart == nil && h.AttemptStart == nil && h.AttemptEnd == nil && h.RequestEnd == nil
 }
@@ -152,7 +189,7 @@ func (h *Hooks) empty() bool {
 func (h Hooks) join(g Hooks) Hooks {
 	return Hooks{
 		RequestStart: joinCtx(h.RequestStart, g.RequestStart),
-		AttemptStart: joinCtx(h.AttemptStart, g.AttemptStart),
+		AttemptStart: joinStart(h.AttemptStart, g.AttemptStart),
 		AttemptEnd:   joinEnd(h.AttemptEnd, g.AttemptEnd),
 		RequestEnd:   joinEnd(h.RequestEnd, g.RequestEnd),
 		Enabled:      joinEnabled(h, g),
@@ -190,12 +227,29 @@ func joinCtx[T any](f, g func(context.Context, T) context.Context) func(context.
 	}
 }
 
-func joinEnd[T any](f, g func(context.Context, T)) func(context.Context, T) {
+// joinStart joins AttemptStart hooks: each sees the attempt as tank made
+// it, plus the headers earlier hooks set.
+func joinStart(f, g func(context.Context, *Attempt) context.Context) func(context.Context, *Attempt) context.Context {
 	if f == nil {
 		return g
 	}
 	if g == nil {
 		return f
 	}
-	return func(ctx context.Context, v T) { f(ctx, v); g(ctx, v) }
+	return func(ctx context.Context, a *Attempt) context.Context {
+		ctx = a.startHook(f, ctx)
+		return a.startHook(g, ctx)
+	}
+}
+
+// joinEnd joins AttemptEnd or RequestEnd hooks: each sees the attempt as
+// tank judged it.
+func joinEnd(f, g func(context.Context, *Attempt)) func(context.Context, *Attempt) {
+	if f == nil {
+		return g
+	}
+	if g == nil {
+		return f
+	}
+	return func(ctx context.Context, a *Attempt) { a.endHook(f, ctx); a.endHook(g, ctx) }
 }

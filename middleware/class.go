@@ -48,6 +48,9 @@ const (
 	ClassCanceled Class = "canceled"
 )
 
+// String returns the Class's stable label, such as "refused".
+func (c Class) String() string { return string(c) }
+
 type group uint8
 
 const (

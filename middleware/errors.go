@@ -26,7 +26,7 @@ func (e *ExhaustedError) Error() string {
 	if e.Attempts == 1 {
 		s = "attempt"
 	}
-	msg := fmt.Sprintf("middleware: gave up after %d %s (%s)", e.Attempts, s, string(e.Reason))
+	msg := fmt.Sprintf("tank: gave up after %d %s (%s)", e.Attempts, s, string(e.Reason))
 	if e.Err != nil {
 		msg += ": " + e.Err.Error()
 	}
@@ -56,7 +56,7 @@ type BodyError struct {
 }
 
 func (e *BodyError) Error() string {
-	return "middleware: request body cannot be replayed: " + e.Err.Error()
+	return "tank: request body cannot be replayed: " + e.Err.Error()
 }
 
 func (e *BodyError) Unwrap() error { return e.Err }

@@ -79,7 +79,7 @@ type OptionError struct {
 }
 
 func (e *OptionError) Error() string {
-	return fmt.Sprintf("middleware: %s(%v): %s", e.Option, e.Value, e.Reason)
+	return fmt.Sprintf("tank: %s(%v): %s", e.Option, e.Value, e.Reason)
 }
 
 // NewPolicy builds a Policy from the defaults and opts. It returns an
@@ -315,9 +315,12 @@ func WithHooks(h Hooks) Option {
 }
 
 // WithBufferLimit bounds how many bytes of a request body without GetBody
-// are buffered to replay it. A larger body is sent once and never retried
-// (ReasonBodyNotReplayable). 0 never buffers. Negative is an error.
-// Default 1 MiB.
+// are kept to replay it. tank never reads such a body ahead of the
+// transport: it keeps the bytes the transport reads, and replays them on a
+// retry before reading on. Once an attempt has read past the limit, the body
+// cannot be sent again and retrying stops (ReasonBodyNotReplayable); an
+// attempt that failed before reading it is still retried. 0 keeps nothing.
+// Negative is an error. Default 1 MiB.
 func WithBufferLimit(n int64) Option {
 	return optionFunc(func(p *Policy) error {
 		if n < 0 {
@@ -379,8 +382,7 @@ func validHeaderName(s string) bool {
 
 // needsKey reports whether WithIdempotencyKeys applies to req.
 func (p *Policy) needsKey(req *http.Request) bool {
-	return p.autoKey && (req.Method == http.MethodPost || req.Method == http.MethodPatch) &&
-		len(req.Header[idempotencyKey]) == 0 && len(req.Header[idempotencyKeyAlt]) == 0
+	return p.autoKey && (req.Method == http.MethodPost || req.Method == http.MethodPatch) && !hasKey(req.Header)
 }
 
 // hooksOn reports whether req is to be observed by the policy's hooks.
@@ -393,12 +395,26 @@ func (p *Policy) replayable(req *http.Request) bool {
 	if p.methods[req.Method] || (req.Method == "" && p.methods[http.MethodGet]) {
 		return true
 	}
-	return len(req.Header[idempotencyKey]) > 0 || len(req.Header[idempotencyKeyAlt]) > 0
+	return hasKey(req.Header)
 }
 
-// statusClass names a response status.
+// hasKey reports whether h carries a non-empty idempotency key: an empty
+// one gives the server nothing to deduplicate on.
+func hasKey(h http.Header) bool {
+	return nonEmpty(h[idempotencyKey]) || nonEmpty(h[idempotencyKeyAlt])
+}
+
+func nonEmpty(v []string) bool {
+	return len(v) > 0 && strings.TrimSpace(v[0]) != ""
+}
+
+// statusClass names a response status. A status outside 100-599 is invalid,
+// and RFC 9110 §15 says a client should treat it as a 5xx: a server error,
+// retried only for a replayable request.
 func (p *Policy) statusClass(code int) Class {
 	switch {
+	case code < 100 || code > 599:
+		return ClassServerError
 	case p.anyStatus.has(code):
 		if code == http.StatusTooManyRequests {
 			return ClassThrottled
@@ -412,5 +428,5 @@ func (p *Policy) statusClass(code int) Class {
 
 // mayRetryStatus is the success path's one test: could code be retried?
 func (p *Policy) mayRetryStatus(code int) bool {
-	return p.anyStatus.has(code) || p.replStatus.has(code)
+	return p.anyStatus.has(code) || p.replStatus.has(code) || code < 100 || code > 599
 }

@@ -36,6 +36,9 @@ type Run struct {
 	body    io.ReadCloser                 // body for the next attempt
 	getBody func() (io.ReadCloser, error) // nil: the body cannot be sent again
 	hasBody bool
+	rec     *replay.Recorder // records a body without GetBody as it is sent
+	paid    bool             // a budget token was drawn for the retry to come
+	early   bool             // the caller's context was done before the attempt was handed over
 
 	n        int
 	groupN   [3]int
@@ -58,7 +61,7 @@ type Run struct {
 func (p *Policy) NewRun(req *http.Request, next http.RoundTripper) *Run {
 	p.deposit(req)
 	r := &Run{}
-	r.init(p, req, next)
+	r.init(p, req, next, p.hooksOn(req))
 	r.prepareBody()
 	return r
 }
@@ -70,7 +73,11 @@ func (p *Policy) deposit(req *http.Request) {
 	}
 }
 
-func (r *Run) init(p *Policy, req *http.Request, next http.RoundTripper) {
+// init sets up the request's state. hooksOn is the one answer of
+// Hooks.Enabled for this request: it is asked once and carried, so an answer
+// that changes between attempts cannot start an attempt's hooks without
+// the other's.
+func (r *Run) init(p *Policy, req *http.Request, next http.RoundTripper, hooksOn bool) {
 	if next == nil {
 		next = http.DefaultTransport
 	}
@@ -86,8 +93,8 @@ func (r *Run) init(p *Policy, req *http.Request, next http.RoundTripper) {
 		}
 		r.header[idempotencyKey] = []string{newKey()}
 	}
-	r.replayable = p.replayable(req) || r.header[idempotencyKey] != nil
-	if p.hooksOn(req) {
+	r.replayable = p.replayable(req) || hasKey(r.header)
+	if hooksOn {
 		r.h = &p.hooks
 	}
 	r.trace = !r.replayable || r.h != nil || len(p.classifiers) > 0 || p.groupCaps != [3]int{}
@@ -96,6 +103,7 @@ func (r *Run) init(p *Policy, req *http.Request, next http.RoundTripper) {
 			r.ctx = c
 		}
 	}
+	r.actx = r.ctx
 }
 
 // prepareBody sets the first attempt's body and how to get it again.
@@ -107,14 +115,11 @@ func (r *Run) prepareBody() {
 	case req.GetBody != nil:
 		r.body, r.getBody, r.hasBody = req.Body, req.GetBody, true
 	default:
+		// Kept as net/http reads it, never read ahead: a body that trickles
+		// out is sent under the caller's deadline, as without tank.
 		r.hasBody = true
-		buf, once := replay.Buffer(req.Body, req.ContentLength, r.p.bufferLimit)
-		if buf == nil {
-			r.body = once
-			return
-		}
-		r.body, _ = buf.GetBody()
-		r.getBody = buf.GetBody
+		r.rec = replay.NewRecorder(req.Body, req.ContentLength, r.p.bufferLimit)
+		r.body, r.getBody = r.rec.Body(), r.rec.Rewind
 	}
 }
 
@@ -137,12 +142,11 @@ func (r *Run) send() (*http.Response, error, *sendstate.State) {
 		a = &Attempt{Request: r.req, Header: r.header, Number: r.n, Slept: r.slept, Replayable: r.replayable, BudgetTokens: -1}
 		if r.h != nil && r.h.AttemptStart != nil {
 			a.Header = r.header.Clone()
-			if c := r.h.AttemptStart(ctx, a); c != nil {
-				ctx = c
-			}
+			ctx = a.startHook(r.h.AttemptStart, ctx)
 		}
 	}
 	r.last = a
+	r.paid = false
 	var st *sendstate.State
 	if r.trace {
 		st = sendstate.Get()
@@ -176,7 +180,9 @@ func (r *Run) send() (*http.Response, error, *sendstate.State) {
 		}
 	}
 	r.body = nil
+	r.early = a != nil && r.req.Context().Err() != nil
 	resp, err := r.next.RoundTrip(areq)
+	resp, err = checked(r.next, resp, err)
 	return resp, err, st
 }
 
@@ -195,20 +201,27 @@ func (r *Run) judge(resp *http.Response, err error, st *sendstate.State) *Attemp
 		defer sendstate.Put(st)
 	}
 
+	// The send state is evidence only if the transport reported on the
+	// attempt; without it, only the error value can prove "not sent".
+	known := st != nil && st.Observed()
 	switch {
 	case r.req.Context().Err() != nil && (err != nil || p.mayRetryStatus(resp.StatusCode)):
 		a.Class = ClassCanceled
 	case err == nil:
 		a.Class = p.statusClass(resp.StatusCode)
 	default:
-		a.Class = classifyErr(err, r.sent(st), st != nil)
+		a.Class = classifyErr(err, r.sent(st), known)
 	}
 	g := a.Class.group()
 	switch {
 	case err == nil:
 		a.Sent = true
-	case st != nil:
+	case known:
 		a.Sent = r.sent(st) && g != groupNotSent
+	case g == groupCanceled:
+		// net/http reports nothing for a request whose context was done
+		// before it was handed over: it returns at once.
+		a.Sent = !r.early
 	default:
 		a.Sent = g == groupSent || g == groupCanceled
 	}
@@ -223,8 +236,11 @@ func (r *Run) judge(resp *http.Response, err error, st *sendstate.State) *Attemp
 	if a.Verdict == Retry && r.hasBody {
 		r.rewind(a)
 	}
+	if p.budget != nil && a.BudgetTokens < 0 {
+		a.BudgetTokens = p.budget.level(r.req, p.now())
+	}
 	if r.h != nil && r.h.AttemptEnd != nil {
-		r.h.AttemptEnd(r.actx, a)
+		a.endHook(r.h.AttemptEnd, r.actx)
 	}
 	if a.Verdict == Retry {
 		r.discard()
@@ -253,7 +269,7 @@ func (r *Run) decide(a *Attempt, g group) (Verdict, Reason) {
 		return Stop, ReasonCanceled
 	}
 	for _, c := range r.p.classifiers {
-		if v := c(a); v == Retry || v == Stop {
+		if v := a.classify(c); v == Retry || v == Stop {
 			return v, ReasonClassifier
 		}
 	}
@@ -268,7 +284,7 @@ func (r *Run) decide(a *Attempt, g group) (Verdict, Reason) {
 	case groupStatusAny:
 		return Retry, ReasonNotProcessed
 	case groupSent, groupStatusReplayable:
-		if a.Replayable {
+		if r.replayable {
 			return Retry, ReasonReplayable
 		}
 		return Stop, ReasonNotReplayable
@@ -301,7 +317,7 @@ func (r *Run) schedule1(a *Attempt) {
 		stop(ReasonAttempts)
 		return
 	}
-	if r.hasBody && r.getBody == nil {
+	if r.hasBody && (r.getBody == nil || r.rec != nil && !r.rec.Replayable()) {
 		stop(ReasonBodyNotReplayable)
 		return
 	}
@@ -328,6 +344,7 @@ func (r *Run) schedule1(a *Attempt) {
 			stop(ReasonBudget)
 			return
 		}
+		r.paid = true
 	}
 	a.Sleep, a.SleepSource = d, src
 	if src == SleepRetryAfter {
@@ -401,15 +418,21 @@ func (r *Run) rewind(a *Attempt) {
 	b, err := r.getBody()
 	if err != nil {
 		a.Verdict, a.Reason, a.Sleep, a.SleepSource = Stop, ReasonBodyNotReplayable, 0, ""
-		if r.p.budget != nil && a.BudgetTokens >= 0 {
-			a.BudgetTokens = r.p.budget.refund(r.req, r.p.now())
-		}
+		r.refund(a)
 		if r.err != nil {
 			r.err = errors.Join(r.err, &BodyError{Err: err})
 		}
 		return
 	}
 	r.body = b
+}
+
+// refund returns the budget token drawn for a retry that will not be made.
+func (r *Run) refund(a *Attempt) {
+	if r.paid {
+		r.paid = false
+		a.BudgetTokens = r.p.budget.refund(r.req, r.p.now())
+	}
 }
 
 // discard throws away a retried attempt's response so its connection can
@@ -431,6 +454,9 @@ func (r *Run) finish() {
 		return
 	}
 	r.done = true
+	if r.rec != nil {
+		r.rec.Finish()
+	}
 	if r.body != nil {
 		r.body.Close()
 		r.body = nil
@@ -450,7 +476,7 @@ func (r *Run) finish() {
 		r.cancel = nil
 	}
 	if r.h != nil && r.h.RequestEnd != nil {
-		r.h.RequestEnd(r.ctx, r.last)
+		r.last.endHook(r.h.RequestEnd, r.ctx)
 	}
 }
 
@@ -488,6 +514,7 @@ func (r *Run) Wait(d time.Duration) bool {
 		return true
 	}
 	r.last.Verdict, r.last.Reason = Stop, ReasonCanceled
+	r.refund(r.last)
 	r.finish()
 	return false
 }

@@ -37,8 +37,9 @@ const maxDelay = time.Duration(math.MaxInt64)
 //     time.Duration are clamped to the largest one.
 //   - an HTTP-date in any of the three forms net/http accepts gives the time
 //     left until then; a date in the past gives 0.
-//   - a negative number ("-5") gives 0: the server wants no wait.
-//   - anything else, including the empty string, is a *SyntaxError.
+//   - anything else is a *SyntaxError: the empty string, and a negative
+//     number ("-5"), since delta-seconds is digits only (RFC 9110 §10.2.3);
+//     a server must not make a client retry with no wait by sending one.
 func Parse(v string, now time.Time) (time.Duration, error) {
 	s := strings.TrimSpace(v)
 	if s == "" {
@@ -57,15 +58,8 @@ func Parse(v string, now time.Time) (time.Duration, error) {
 	return t.Sub(now), nil
 }
 
-// parseSeconds accepts an optional minus sign and decimal digits only.
+// parseSeconds accepts decimal digits only.
 func parseSeconds(s string) (time.Duration, bool) {
-	neg := false
-	if s[0] == '-' {
-		neg, s = true, s[1:]
-		if s == "" {
-			return 0, false
-		}
-	}
 	var secs int64
 	overflow := false
 	for i := 0; i < len(s); i++ {
@@ -79,10 +73,7 @@ func parseSeconds(s string) (time.Duration, bool) {
 		}
 		secs = secs*10 + int64(c-'0')
 	}
-	switch {
-	case neg:
-		return 0, true
-	case overflow:
+	if overflow {
 		return maxDelay, true
 	}
 	return time.Duration(secs) * time.Second, true

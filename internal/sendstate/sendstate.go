@@ -14,19 +14,20 @@ import (
 
 // State is the send state of one attempt.
 type State struct {
-	conn, wrote  atomic.Bool
-	trace        httptrace.ClientTrace
-	gotConn      func(httptrace.GotConnInfo) // s.record, bound once
-	wroteHeaders func()                      // s.recordWrite, bound once
+	asked, conn, wrote atomic.Bool
+	trace              httptrace.ClientTrace
+	getConn            func(string)                // s.recordAsk, bound once
+	gotConn            func(httptrace.GotConnInfo) // s.record, bound once
+	wroteHeaders       func()                      // s.recordWrite, bound once
 }
 
 var pool = sync.Pool{New: func() any {
 	s := new(State)
-	s.gotConn, s.wroteHeaders = s.record, s.recordWrite
+	s.getConn, s.gotConn, s.wroteHeaders = s.recordAsk, s.record, s.recordWrite
 	// Written once, never again: net/http's readLoop reads the trace of a
 	// request after its RoundTrip has returned (PutIdleConn, when the body
 	// is done), by which time s may serve another attempt.
-	s.trace = httptrace.ClientTrace{GotConn: s.gotConn, WroteHeaders: s.wroteHeaders}
+	s.trace = httptrace.ClientTrace{GetConn: s.getConn, GotConn: s.gotConn, WroteHeaders: s.wroteHeaders}
 	return s
 }}
 
@@ -34,15 +35,18 @@ var pool = sync.Pool{New: func() any {
 // the attempt's RoundTrip has returned and Sent has been read.
 func Get() *State {
 	s := pool.Get().(*State)
+	s.asked.Store(false)
 	s.conn.Store(false)
 	s.wrote.Store(false)
 	return s
 }
 
-// Put recycles s. net/http calls GotConn before RoundTrip returns, so no
-// callback reaches s after its attempt; a wrapped transport that called it
-// later could only make another attempt look sent, never unsent (the safe
-// direction: fewer retries, never a duplicate).
+// Put recycles s once its attempt has been judged. A callback may still
+// reach s after that: HTTP/2 reports WroteHeaders from its writer goroutine,
+// which can run after RoundTrip has returned, and a wrapped transport may
+// call hooks late. Such a callback can only make a later attempt look sent
+// (or observed), never unsent: the safe direction, fewer retries and never a
+// duplicate.
 func Put(s *State) { pool.Put(s) }
 
 // Sent reports whether a connection was obtained for the attempt and its
@@ -54,6 +58,16 @@ func (s *State) Sent() bool { return s.conn.Load() && s.wrote.Load() }
 // Conn reports whether a connection was obtained.
 func (s *State) Conn() bool { return s.conn.Load() }
 
+// Observed reports whether the transport reported on this attempt at all:
+// net/http's transports (HTTP/1 and HTTP/2) ask for a connection (GetConn)
+// before anything else that can reach the network, so any event counts. A transport that fires
+// no trace events (a mock, a recording or caching RoundTripper, a stack that
+// runs the request under a context of its own) leaves the send state
+// unknown, and unknown must be read as "may have been sent".
+func (s *State) Observed() bool { return s.asked.Load() || s.conn.Load() || s.wrote.Load() }
+
+func (s *State) recordAsk(string) { s.asked.Store(true) }
+
 func (s *State) record(httptrace.GotConnInfo) { s.conn.Store(true) }
 
 func (s *State) recordWrite() { s.wrote.Store(true) }
@@ -63,7 +77,7 @@ func (s *State) recordWrite() { s.wrote.Store(true) }
 func With(ctx context.Context, s *State) context.Context {
 	if httptrace.ContextClientTrace(ctx) != nil {
 		// Composing mutates the trace we pass: give it one of its own.
-		return httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{GotConn: s.gotConn, WroteHeaders: s.wroteHeaders})
+		return httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{GetConn: s.getConn, GotConn: s.gotConn, WroteHeaders: s.wroteHeaders})
 	}
 	return httptrace.WithClientTrace(ctx, &s.trace)
 }

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/http/httptrace"
+	"syscall"
 	"testing"
 
 	"go.uber.org/goleak"
@@ -76,3 +77,54 @@ func TestWithKeepsCallerTrace(t *testing.T) {
 		t.Errorf("Sent() = %v, caller's GotConn %d, WroteHeaders %d; want true, 1, 1", s.Sent(), callerConn, callerWrote)
 	}
 }
+
+// TestObservedByNetHTTP: net/http's transport asks for a connection on
+// every attempt that can reach the network, refused dials included, over
+// HTTP/1 and HTTP/2; a transport that reports nothing leaves it unobserved.
+func TestObservedByNetHTTP(t *testing.T) {
+	h1 := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
+	defer h1.Close()
+	h2 := httptest.NewUnstartedServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
+	h2.EnableHTTP2 = true
+	h2.StartTLS()
+	defer h2.Close()
+	refused := h1.URL
+	{
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		refused = "http://" + l.Addr().String()
+		l.Close()
+	}
+	silent := roundTripFunc(func(*http.Request) (*http.Response, error) { return nil, syscall.ECONNRESET })
+	for _, tt := range []struct {
+		name string
+		rt   http.RoundTripper
+		url  string
+		want bool
+	}{
+		{"http1", h1.Client().Transport, h1.URL, true},
+		{"http2", h2.Client().Transport, h2.URL, true},
+		{"refused", &http.Transport{}, refused, true},
+		{"silent transport", silent, h1.URL, false},
+	} {
+		s := Get()
+		req, _ := http.NewRequestWithContext(With(context.Background(), s), "GET", tt.url, nil)
+		if resp, err := tt.rt.RoundTrip(req); err == nil {
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+		if s.Observed() != tt.want {
+			t.Errorf("%s: Observed() = %v; want %v", tt.name, s.Observed(), tt.want)
+		}
+		Put(s)
+		if c, ok := tt.rt.(interface{ CloseIdleConnections() }); ok {
+			c.CloseIdleConnections()
+		}
+	}
+}
+
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }

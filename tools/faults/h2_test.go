@@ -28,7 +28,7 @@ type bodyKind int
 
 const (
 	withGetBody    bodyKind = iota // strings.Reader: net/http sets GetBody
-	noGetBody                      // a reader net/http cannot rewind: GetBody nil (tank buffers it for itself)
+	noGetBody                      // a reader net/http cannot rewind: GetBody nil (tank records it as it is sent)
 	noBody                         // nil body
 	emptyNoGetBody                 // a non-nil empty body net/http cannot rewind
 )
@@ -132,18 +132,20 @@ var h2Rows = []h2Row{
 		repl: silent(final1), nonRepl: stoppedOnce,
 	},
 	{
-		// A POST whose body has no GetBody at all (tank buffers it): same as
+		// A POST whose body has no GetBody at all (tank records it): same as
 		// with GetBody, tank judges the refusal and retries.
 		name: "refused_stream_once/no_GetBody", first: h2Refused, body: noGetBody, only: "POST",
 		nonRepl: notProcessed,
 	},
 	{
-		// A POST with a non-nil empty body and no GetBody: tank buffers the
-		// zero bytes and replays them as http.NoBody, which net/http treats
-		// like a nil body: re-sent. The KNOWN GAP pinned by
-		// TestH2ProtocolErrorBodilessPOSTResentByNetHTTP (nil body).
+		// A POST with a non-nil empty body and no GetBody: tank hands
+		// net/http a reader of its own that records the body as it is
+		// written, never http.NoBody, so net/http cannot re-send it by
+		// itself ("cannot retry ... after Request.Body was written"), and
+		// tank stops: received once. Only a nil body keeps the KNOWN GAP
+		// pinned by TestH2ProtocolErrorBodilessPOSTResentByNetHTTP.
 		name: "rst_protocol_error_once/empty_body_no_GetBody", first: h2RSTProtocol, body: emptyNoGetBody, only: "POST",
-		nonRepl: silent(final1),
+		nonRepl: stoppedOnce,
 	},
 }
 

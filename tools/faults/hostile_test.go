@@ -128,8 +128,10 @@ func TestHostileRetryAfter(t *testing.T) {
 		// Far beyond the 30s cap (and beyond time.Duration): the 503 is
 		// returned at once, nothing slept.
 		{give: "99999999999", wantN: 1, wantCode: 503, wantWait: 0, reason: middleware.ReasonRetryAfter},
-		// Negative means no wait: retried at once, then 200.
-		{give: "-5", wantN: 3, wantCode: 200, wantWait: 0, reason: middleware.ReasonFinal, sleepFrom: middleware.SleepRetryAfter},
+		// Negative is malformed (delta-seconds is digits only): the backoff
+		// decides, as for garbage, and the server cannot force a retry
+		// with no wait.
+		{give: "-5", wantN: 3, wantCode: 200, wantWait: 300 * time.Millisecond, reason: middleware.ReasonFinal, raErr: true, sleepFrom: ""},
 		// Garbage falls back to the backoff (100ms, 200ms without jitter) and
 		// is reported as ErrRetryAfter.
 		{give: "soon, maybe", wantN: 3, wantCode: 200, wantWait: 300 * time.Millisecond, reason: middleware.ReasonFinal, raErr: true, sleepFrom: ""},
@@ -288,7 +290,7 @@ func TestNeverAnswers(t *testing.T) {
 				wantN, reason = 3, middleware.ReasonAttempts
 			}
 			exhausted(t, err, wantN, reason)
-			if !errors.Is(err, context.DeadlineExceeded) || !strings.HasPrefix(err.Error(), "middleware: gave up after") {
+			if !errors.Is(err, context.DeadlineExceeded) || !strings.HasPrefix(err.Error(), "tank: gave up after") {
 				t.Errorf("err = %q; want a middleware give-up error wrapping the attempt's deadline", err)
 			}
 			checkAttempts(t, rec.get(), wantN, middleware.ClassTimeout, reason)

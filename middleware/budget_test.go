@@ -8,9 +8,11 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
+	"testing/synctest"
 	"time"
 )
 
@@ -197,5 +199,110 @@ func TestBudgetRefundsRetryNotMade(t *testing.T) {
 	}
 	if _, ok := b.withdraw(req, time.Now()); !ok {
 		t.Error("the token paid for the retry that was never made was not refunded")
+	}
+}
+
+// TestBudgetForgetsHosts: a client that talks to many hosts keeps buckets
+// only for those with recent retries, and never more than maxBuckets.
+func TestBudgetForgetsHosts(t *testing.T) {
+	b, _ := NewBudget(0.2, 10, nil)
+	now := time.Unix(1000, 0)
+	for i := 0; i < 50_000; i++ {
+		req := httptest.NewRequest("GET", "http://h"+strconv.Itoa(i)+".test/", nil)
+		b.deposit(req, now)
+		if i%2 == 0 {
+			b.withdraw(req, now) // half the hosts have spent a token
+		}
+		now = now.Add(time.Millisecond)
+		if n := b.size(); n > maxBuckets {
+			t.Fatalf("after %d hosts the budget keeps %d buckets; want at most %d", i+1, n, maxBuckets)
+		}
+	}
+	// A bucket that has filled up again is forgotten: it is a new one.
+	now = now.Add(time.Hour)
+	b.deposit(httptest.NewRequest("GET", "http://last.test/", nil), now)
+	for i := 0; i < 2*minSweep; i++ {
+		b.deposit(httptest.NewRequest("GET", "http://fresh"+strconv.Itoa(i)+".test/", nil), now)
+	}
+	if n := b.size(); n > 2*minSweep+1 {
+		t.Errorf("an hour later, %d buckets kept; want only the %d new hosts' (every old one is full again)", n, 2*minSweep+1)
+	}
+}
+
+// TestBudgetForgettingKeepsDecisions: forgetting a full bucket changes
+// nothing for its host: it is refused and allowed exactly as before.
+func TestBudgetForgettingKeepsDecisions(t *testing.T) {
+	run := func(others int) []bool {
+		b, _ := NewBudget(0.1, 1, nil)
+		req := httptest.NewRequest("GET", "http://api.test/", nil)
+		now := time.Unix(1000, 0)
+		var got []bool
+		for i := 0; i < 200; i++ {
+			b.deposit(req, now)
+			_, ok := b.withdraw(req, now)
+			got = append(got, ok)
+			for j := 0; j < others; j++ { // traffic to other hosts forces sweeps
+				b.deposit(httptest.NewRequest("GET", "http://o"+strconv.Itoa(i*others+j)+".test/", nil), now)
+			}
+			now = now.Add(300 * time.Millisecond)
+		}
+		return got
+	}
+	alone, crowded := run(0), run(50)
+	for i := range alone {
+		if alone[i] != crowded[i] {
+			t.Fatalf("retry %d: allowed %v alone, %v among many hosts; want the same", i+1, alone[i], crowded[i])
+		}
+	}
+}
+
+// TestBudgetRefundsCancelDuringWait: the token drawn for a retry is given
+// back when the caller gives up during the wait, through the Transport and
+// through a Run's Wait (the backoff front door's path).
+func TestBudgetRefundsCancelDuringWait(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b, _ := NewBudget(0, 0, nil) // one token in all
+		rt := &budgetFakeRT{status: 503}
+		tr := NewTransport(rt, WithBudget(b), WithBackoff(time.Hour, time.Hour), WithJitter(JitterNone))
+		ctx, cancel := context.WithCancel(context.Background())
+		req := httptest.NewRequest("GET", "http://api.test/", nil).WithContext(ctx)
+		done := make(chan error)
+		go func() { _, err := tr.RoundTrip(req); done <- err }()
+		synctest.Wait() // the retry is paid for and tank waits
+		cancel()
+		if err := <-done; !errors.Is(err, ReasonCanceled) {
+			t.Fatalf("RoundTrip error = %v; want ReasonCanceled", err)
+		}
+		if _, ok := b.withdraw(req, time.Now()); !ok {
+			t.Error("the token of the retry cut by the cancel was not refunded")
+		}
+	})
+}
+
+// TestBudgetTokensOnEveryAttempt: with a budget, every attempt reports the
+// bucket's level, the final one included; without one, -1.
+func TestBudgetTokensOnEveryAttempt(t *testing.T) {
+	b, _ := NewBudget(0.2, 0, nil)
+	for _, tt := range []struct {
+		opt  Option
+		want []float64
+	}{
+		{WithBudget(b), []float64{1, 0, 0}}, // a full bucket of 2, a retry each: 1, 0; the final attempt sees 0
+		{WithBudget(nil), []float64{-1, -1, -1}},
+	} {
+		var got []float64
+		h := Hooks{AttemptEnd: func(_ context.Context, a *Attempt) { got = append(got, a.BudgetTokens) }}
+		rt := &budgetFakeRT{status: 503}
+		tr := NewTransport(rt, tt.opt, WithBackoff(0, 0), WithHooks(h))
+		resp, _ := tr.RoundTrip(httptest.NewRequest("GET", "http://api.test/", nil))
+		resp.Body.Close()
+		if len(got) != 3 {
+			t.Fatalf("%d attempts; want 3", len(got))
+		}
+		for i := range got {
+			if math.Abs(got[i]-tt.want[i]) > 1e-9 {
+				t.Errorf("attempt %d: BudgetTokens = %v; want %v", i+1, got[i], tt.want[i])
+			}
+		}
 	}
 }

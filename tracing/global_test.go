@@ -4,7 +4,9 @@ import (
 	"context"
 	"net/http"
 	"os"
+	"net/http/httptest"
 	"os/exec"
+	"sync/atomic"
 	"testing"
 
 	"go.opentelemetry.io/otel"
@@ -57,5 +59,46 @@ func TestGlobalsInstalledLater(t *testing.T) {
 		if h == "" {
 			t.Errorf("attempt %d sent no traceparent after otel.SetTextMapPropagator", i+1)
 		}
+	}
+}
+
+// TestGlobalsInstalledMidRequest: a program installs its SDK while a first
+// request is in flight and answered 503. That request stays untraced to
+// its end (Hooks.Enabled is asked once per request); the next one is
+// traced. Before, the retry ran AttemptEnd without AttemptStart and
+// crashed the process.
+func TestGlobalsInstalledMidRequest(t *testing.T) {
+	if os.Getenv("TANK_TRACING_GLOBALS_CHILD") != "2" {
+		cmd := exec.Command(os.Args[0], "-test.run=^TestGlobalsInstalledMidRequest$", "-test.count=1")
+		cmd.Env = append(os.Environ(), "TANK_TRACING_GLOBALS_CHILD=2")
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("child test failed: %v\n%s", err, out)
+		}
+		return
+	}
+
+	sr := tracetest.NewSpanRecorder()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(sr))
+	defer tp.Shutdown(context.Background())
+	var hits atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if hits.Add(1) == 1 {
+			otel.SetTracerProvider(tp) // between the first attempt and its retry
+			w.WriteHeader(http.StatusServiceUnavailable)
+		}
+	}))
+	defer srv.Close()
+	c := newClient(t, tracing.With(), middleware.WithBackoff(0, 0))
+	if resp, err := get(t, c, context.Background(), srv.URL); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("first request: %v, %v; want 200", resp, err)
+	}
+	if n := len(sr.Ended()); n != 0 {
+		t.Errorf("first request (started with no SDK): %d spans; want 0", n)
+	}
+	get(t, c, context.Background(), srv.URL)
+	internal, attempts := byKind(sr.Ended())
+	if len(internal) != 1 || len(attempts) != 1 {
+		t.Errorf("second request: %d request and %d attempt spans; want 1 and 1", len(internal), len(attempts))
 	}
 }

@@ -399,3 +399,34 @@ func TestScheduleConcurrent(t *testing.T) {
 type roundTripFunc func(*http.Request) (*http.Response, error)
 
 func (f roundTripFunc) RoundTrip(req *http.Request) (*http.Response, error) { return f(req) }
+
+// TestCancelDuringSleepRefundsBudget: the budget token drawn for a retry
+// that backoff's cut sleep never made is given back, so the next request
+// to the host may retry.
+func TestCancelDuringSleepRefundsBudget(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := &faultserver.FakeTransport{Answer: func(int) (*http.Response, error) { return faultserver.Response(503), nil }}
+		budget, _ := middleware.NewBudget(0, 0, nil) // one token in all
+		opts := []middleware.Option{middleware.WithBudget(budget), middleware.WithBackoff(10*time.Second, 10*time.Second), middleware.WithJitter(middleware.JitterNone)}
+
+		ctx, cancel := context.WithCancel(context.Background())
+		time.AfterFunc(time.Second, cancel)
+		req := newRequest(t, "GET", "http://tank.test/", "").WithContext(ctx)
+		op, b := backoffretry.New(req, f, opts...)
+		if _, err := backoff.RetryWithData(op, backoff.WithContext(b, ctx)); err != context.Canceled {
+			t.Fatalf("err = %v; want context.Canceled", err)
+		}
+		synctest.Wait() // for the context's AfterFunc
+
+		before := f.Attempts()
+		req = newRequest(t, "GET", "http://tank.test/", "")
+		resp, err := do(req, f, append(opts, middleware.WithMaxAttempts(2), middleware.WithBackoff(0, 0))...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if n := f.Attempts() - before; n != 2 {
+			t.Errorf("next request made %d attempts; want 2 (the refunded token pays for its retry)", n)
+		}
+	})
+}

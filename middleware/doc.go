@@ -15,7 +15,16 @@
 //	the caller's context is done                                         stop at once
 //
 // A request is replayable when its method is GET, HEAD, OPTIONS, TRACE, PUT
-// or DELETE, or when it carries an Idempotency-Key header.
+// or DELETE, or when it carries a non-empty Idempotency-Key header. A
+// response status outside 100-599 is treated as a server error (RFC 9110
+// §15).
+//
+// The send state is evidence only when the wrapped transport reports it:
+// net/http's transports fire httptrace events for every attempt that can
+// reach the network. A transport that fires none (a mock, a recording
+// RoundTripper, a wrapper that runs the request under a context of its own)
+// leaves it unknown, and tank then treats a failure as "may have been sent"
+// unless the error itself proves otherwise (a refused dial does).
 //
 // Waits use capped exponential backoff with full jitter, honour Retry-After
 // (on 429 and 503) up to a cap, and are never scheduled past the caller's
@@ -45,6 +54,16 @@
 // HTTP/2 transport re-sends after REFUSED_STREAM, GOAWAY and PROTOCOL_ERROR.
 // These happen inside one call of the wrapped RoundTripper: tank sees them as
 // one attempt and cannot veto them.
+//
+// # Distrusting neighbours
+//
+// The wrapped transport is held to the RoundTripper contract, as net/http's
+// Client holds it: a nil response with a nil error becomes an error
+// (ErrNilResponse), a nil Body becomes http.NoBody, and a response returned
+// beside an error is closed and ignored. Hooks and classifiers see each
+// Attempt read-only: what they write to it (Header in AttemptStart aside) is
+// undone when they return. Hooks.Enabled is asked once per request. A panic
+// in the wrapped transport, a hook or a classifier is not recovered.
 //
 // # Concurrency
 //

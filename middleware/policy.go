@@ -87,7 +87,7 @@ func (e *OptionError) Error() string {
 //
 // Defaults: 3 attempts in total; waits with full jitter from 100ms doubling
 // to at most 5s; Retry-After honoured up to 30s; bodies without GetBody
-// buffered up to 1 MiB; retried responses drained up to 64 KiB; no attempt
+// kept for replay up to 1 MiB; retried responses drained up to 64 KiB; no attempt
 // timeout; replayable methods GET, HEAD, OPTIONS, TRACE, PUT, DELETE;
 // 429, 502, 503 retried for any method; other 5xx but 501 for replayable
 // requests only.

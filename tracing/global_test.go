@@ -3,8 +3,8 @@ package tracing_test
 import (
 	"context"
 	"net/http"
-	"os"
 	"net/http/httptest"
+	"os"
 	"os/exec"
 	"sync/atomic"
 	"testing"

@@ -32,10 +32,15 @@
 //
 // # What Apply changes on the client
 //
-//   - c.GetClient().Transport becomes a *middleware.Transport wrapping the
-//     previous transport (http.DefaultTransport when it was nil).
-//   - c.SetRetryCount(0), and c.AddRetryCondition with a condition that
-//     always returns false.
+//   - c.GetClient().Transport becomes a RoundTripper of this package around
+//     a *middleware.Transport, which wraps the previous transport
+//     (http.DefaultTransport when it was nil).
+//   - c.SetRetryCount(0).
+//   - Once per client: c.AddRetryCondition with a condition that always
+//     returns false, one request middleware (OnBeforeRequest) and one
+//     OnSuccess and one OnError hook. They act only when resty's own retry
+//     loop is on (see below); otherwise they at most look up a context key
+//     and allocate nothing.
 //
 // Nothing else changes: timeouts, hooks, middlewares, redirects, cookies and
 // the request and response handling are resty's. Some of them now see one
@@ -51,26 +56,58 @@
 //
 // # Calling resty setters after Apply
 //
-//   - SetRetryCount(n): no second retry layer. With a retry condition
-//     present, resty v2 retries only when a condition returns true, and the
-//     condition Apply added never does. resty then only runs its loop
-//     bookkeeping around tank's single call.
-//   - AddRetryCondition with a condition that can return true (or
-//     Request.AddRetryCondition), together with SetRetryCount: resty would
-//     retry on top of tank, multiplying the attempts and re-sending what tank
-//     refused to re-send. Don't.
-//   - SetTransport(rt): replaces tank's transport, so the client no longer
-//     retries at all (resty's loop stays off). Call Apply again afterwards.
+//   - SetRetryCount, AddRetryCondition, Request.AddRetryCondition,
+//     SetRetryWaitTime, SetRetryMaxWaitTime, SetRetryAfter and AddRetryHook,
+//     before or after Apply and in any order: tank stays the only retry
+//     layer. resty v2 runs its own retry loop only when RetryCount is above
+//     0 when a request executes, and any retry condition that answers true
+//     makes it retry, so Apply does not rely on the count or the
+//     conditions. When the loop is on, Apply's request middleware marks the
+//     request, and once tank has answered, Apply's transport replaces the
+//     request's context (Request.Context) with a canceled child of it
+//     (context.Cause: ErrRestyLoopStopped). After each pass, resty's loop
+//     checks that context before anything else and returns tank's result
+//     as it is: no retry condition is asked, no retry hook runs, resty does
+//     not wait, and the server sees tank's attempts only. The caller gets
+//     tank's last response with its body (also with SetDoNotParseResponse:
+//     the body is left for the caller, readable) or tank's error. Apply's
+//     OnSuccess and OnError hooks put the request's context back before
+//     Execute returns, so the caller and hooks registered after Apply see
+//     their own context. OnAfterResponse middlewares, and OnSuccess and
+//     OnError hooks registered before Apply, run in between and see the
+//     canceled one; the *http.Request and the response body keep theirs.
+//     With RetryCount 0, which Apply sets, none of this happens.
+//   - Two cases still reach resty's retry conditions with the loop on. A
+//     request middleware registered after Apply that replaces the request's
+//     context with one not derived from it hides the mark: derive the new
+//     context from r.Context() instead. And a request that fails before it
+//     is sent (a request middleware's error, resty's rate limiter) goes to
+//     the conditions as in plain resty, which may run the middlewares again
+//     and wait; nothing reaches the server.
+//   - SetTransport(rt): replaces Apply's transport, so tank no longer
+//     retries, and resty's loop, if on, retries as in plain resty. Call
+//     Apply again afterwards: it wraps rt.
+//   - SetDigestAuth: resty keeps the transport it finds at the call and puts
+//     a digest transport around it before every request. Call it after
+//     Apply; called before, it drops tank's transport at the first request.
 //   - SetTLSClientConfig, SetProxy, RemoveProxy, SetCertificates,
 //     SetRootCertificate and the other setters that edit resty's
 //     *http.Transport: resty v2 finds them by a type assertion on the
-//     client's transport, which is now a *middleware.Transport; they log
-//     "current transport is not an *http.Transport instance" and change
-//     nothing. Configure TLS and proxies before Apply, or keep the
-//     *http.Transport (c.Transport() before Apply) and edit it directly: tank
-//     wraps that same value.
-//   - Apply a second time: a second middleware.Transport wraps the first and
-//     attempts multiply. Apply once per client.
+//     client's transport, which is now Apply's; they log "current transport
+//     is not an *http.Transport instance" and change nothing. Configure TLS
+//     and proxies before Apply, or keep the *http.Transport (c.Transport()
+//     before Apply) and edit it directly: tank wraps that same value.
+//
+// # Apply a second time
+//
+// Apply is idempotent. A second call replaces the first one's options (the
+// last call wins) and wraps the transport the first call wrapped, so the
+// transport is wrapped once; it registers no condition, middleware or hook
+// again. After SetTransport(rt), Apply wraps rt instead. resty's Clone
+// shares the *http.Client, so Apply on a client or its clone changes the
+// transport of both; a clone made after Apply has Apply's condition,
+// middleware and hooks, and Apply on a clone made before registers them on
+// the clone.
 //
 // # Request bodies
 //

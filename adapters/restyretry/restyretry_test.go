@@ -426,13 +426,14 @@ func TestTransportSettersAfterApply(t *testing.T) {
 		t.Fatal(err)
 	}
 	restyretry.Apply(c, noWait)
+	applied := c.GetClient().Transport
 
 	c.SetTLSClientConfig(srv.Client().Transport.(*http.Transport).TLSClientConfig)
 	if !strings.Contains(logged.String(), "not an *http.Transport") {
 		t.Errorf("resty logged %q; want its type-assertion error", logged.String())
 	}
-	if _, ok := c.GetClient().Transport.(*middleware.Transport); !ok {
-		t.Errorf("transport is %T after SetTLSClientConfig; want *middleware.Transport", c.GetClient().Transport)
+	if c.GetClient().Transport != applied {
+		t.Errorf("transport is %T after SetTLSClientConfig; want Apply's, unchanged", c.GetClient().Transport)
 	}
 	if _, err := c.R().Get(srv.URL); !errors.Is(err, middleware.ReasonPermanent) {
 		t.Errorf("GET after SetTLSClientConfig: err = %v; want %s (the setter did nothing)", err, middleware.ReasonPermanent)

@@ -107,6 +107,9 @@ type Attempt struct {
 	// Reason says why.
 	Reason Reason
 	// Sleep is the wait before the next attempt (when Verdict is Retry).
+	// When the caller gives up during that wait, the last attempt becomes
+	// Stop with ReasonCanceled, and Sleep is the time actually waited
+	// (Hooks.RequestEnd sees it so).
 	Sleep time.Duration
 	// SleepSource is SleepBackoff or SleepRetryAfter, or "" with no wait.
 	SleepSource string

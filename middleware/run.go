@@ -43,6 +43,7 @@ type Run struct {
 	n        int
 	groupN   [3]int
 	slept    time.Duration
+	waitFrom time.Time // when the wait after the last attempt began
 	prevWait time.Duration
 	schedule func(int) (time.Duration, bool)
 
@@ -245,6 +246,7 @@ func (r *Run) judge(resp *http.Response, err error, st *sendstate.State) *Attemp
 	if a.Verdict == Retry {
 		r.discard()
 		r.slept += a.Sleep
+		r.waitFrom = p.now()
 		return a
 	}
 	r.finish()
@@ -513,8 +515,15 @@ func (r *Run) Wait(d time.Duration) bool {
 	if ctx.Err() == nil {
 		return true
 	}
-	r.last.Verdict, r.last.Reason = Stop, ReasonCanceled
-	r.refund(r.last)
+	a := r.last
+	if a.Verdict == Retry {
+		// The wait was cut: count what was slept, not what was planned.
+		slept := min(max(r.p.now().Sub(r.waitFrom), 0), a.Sleep)
+		r.slept += slept - a.Sleep
+		a.Sleep = slept
+	}
+	a.Verdict, a.Reason = Stop, ReasonCanceled
+	r.refund(a)
 	r.finish()
 	return false
 }

@@ -26,10 +26,18 @@
 // attempt is the gap before the next attempt span, and is recorded on the
 // attempt that caused it.
 //
-// Attempts are siblings under the span in the caller's context. When the
-// caller has none, tank opens an INTERNAL span named "{method} (tank)" for
-// the logical request, so that a retried request is one trace
-// (WithRequestSpan(false) turns that off).
+// Attempts are siblings under an INTERNAL span named "{method} (tank)"
+// that tank opens for the logical request, under the span in the caller's
+// context if there is one: a retried request is one trace, and its summary
+// (tank.request.*) is in it whether or not the caller had a span
+// (WithRequestSpan(false) turns that span off).
+//
+// A redirect is one trace too. http.Client follows a redirect with a new
+// RoundTrip whose Request.Response is the response that redirected; tank
+// finds the earlier hop through it, opens the next hop's request span as a
+// child of the earlier one's when the caller has no span, and
+// http.request.resend_count goes on counting across hops, since the HTTP
+// semantic conventions count redirects as resends.
 //
 // Semantic-convention attributes of an attempt span: http.request.method
 // (and http.request.method_original), server.address, server.port,
@@ -62,6 +70,36 @@
 // The request attributes are on tank's INTERNAL span, which also carries
 // the method, server and url.full attributes of the request.
 //
+// When the caller gives up during a wait, the attempt span keeps the wait
+// that was planned (tank.attempt.sleep, with decision "retry": true when it
+// was decided), and the request span tells how it ended: outcome
+// "canceled", error.type "canceled", status Error with the context's cause
+// as description, and tank.request.slept counting the time actually waited.
+//
+// # With otelhttp
+//
+// otelhttp makes one CLIENT span per RoundTrip it sees. Beside tank, that
+// is one span too many, whichever wraps the other: with tank outside,
+// every attempt is two nested CLIENT spans, and the server's parent (the
+// inner one) has no resend count; with otelhttp outside, a CLIENT span
+// covers the whole logical request, waits included, and its
+// http.client.request.duration means something else than tank's under the
+// same name. Filter tells otelhttp to stand aside for what tank traces:
+//
+//	inner := otelhttp.NewTransport(base, otelhttp.WithFilter(tracing.Filter()))
+//	client := &http.Client{Transport: middleware.NewTransport(inner, tracing.With())}
+//
+// or, with otelhttp outside,
+//
+//	client := &http.Client{Transport: otelhttp.NewTransport(
+//		middleware.NewTransport(base, tracing.With()), otelhttp.WithFilter(tracing.Filter()))}
+//
+// Either way each physical attempt is one CLIENT span, tank's, carrying
+// http.request.resend_count and tank.attempt.*, the server's span is its
+// child, and http.client.request.duration is recorded once per attempt.
+// Give Filter the options given to With. Requests tank does not trace (no
+// SDK installed, say) still go through otelhttp as usual.
+//
 // # Metrics
 //
 //	http.client.request.duration  histogram  s            per attempt; method, server.address, server.port,
@@ -75,9 +113,9 @@
 // providers given), a request whose context holds no span costs the hooks
 // a few comparisons and no allocation: Hooks.Enabled says no, and the
 // request takes the Transport's success path as if tracing were off
-// (bench_test.go: +0 allocs over tank alone). With an SDK, tank's request span plus
-// one attempt span cost about what otelhttp's single span costs; the
-// comparison is in tools/e2e.
+// (bench_test.go: +0 allocs over tank alone). With an SDK, tank's request
+// span plus one attempt span cost about what otelhttp's single span costs;
+// the comparison is tools/e2e's BenchmarkTracedClient.
 //
 // # Concurrency
 //

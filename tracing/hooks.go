@@ -104,6 +104,7 @@ type request struct {
 	method string // http.request.method
 	name   string // attempt span name
 	server serverAttrs
+	resent int                    // physical requests sent before this one's: earlier redirect hops and attempts
 	buf    [10]attribute.KeyValue // scratch space for attribute lists
 }
 
@@ -150,13 +151,29 @@ func isUnsetGlobal(tp trace.TracerProvider) bool {
 		t.Elem().Name() == "tracerProvider"
 }
 
+// previousHop returns the state of the request that led to req when req
+// follows a redirect: http.Client sets req.Response to the response that
+// redirected, and that response's Request is the attempt tank sent, whose
+// context holds the hop's state.
+func previousHop(req *http.Request) *request {
+	if req.Response == nil || req.Response.Request == nil {
+		return nil
+	}
+	return fromContext(req.Response.Request.Context())
+}
+
 func (h *hooks) requestStart(ctx context.Context, req *http.Request) context.Context {
 	if h.idle(ctx) {
 		return nil
 	}
 	method, original := methodOf(req.Method)
+	prev := previousHop(req)
+	if prev != nil && prev.span != nil && !trace.SpanContextFromContext(ctx).IsValid() {
+		// A redirect with no caller span: continue the first hop's trace.
+		ctx = trace.ContextWithSpanContext(ctx, prev.span.SpanContext())
+	}
 	var span trace.Span
-	if h.requestSpan && !trace.SpanContextFromContext(ctx).IsValid() {
+	if h.requestSpan {
 		var sctx context.Context
 		sctx, span = h.tracer.Start(ctx, requestSpanName(method), trace.WithSpanKind(trace.SpanKindInternal))
 		if !span.IsRecording() && !span.SpanContext().IsValid() && !h.metricsOn(ctx) {
@@ -169,6 +186,9 @@ func (h *hooks) requestStart(ctx context.Context, req *http.Request) context.Con
 		ctx = sctx
 	}
 	r := &request{Context: ctx, span: span, method: method, name: method, server: serverOf(req.URL)}
+	if prev != nil {
+		r.resent = prev.resent
+	}
 	if method == semconv.HTTPRequestMethodOther.Value.AsString() {
 		r.name = "HTTP"
 	}
@@ -185,9 +205,11 @@ func (h *hooks) attemptStart(ctx context.Context, a *middleware.Attempt) context
 	}
 	_, original := methodOf(a.Request.Method)
 	attrs := r.server.append(r.buf[:0], r.method, original)
-	if a.Number > 1 {
-		attrs = append(attrs, semconv.HTTPRequestResendCount(a.Number-1))
+	if r.resent > 0 {
+		// Retries and redirects both count (HTTP semantic conventions).
+		attrs = append(attrs, semconv.HTTPRequestResendCount(r.resent))
 	}
+	r.resent++
 	ctx, r.attempt = h.tracer.Start(ctx, r.name, trace.WithSpanKind(trace.SpanKindClient), trace.WithAttributes(attrs...))
 	h.prop.Inject(ctx, headerCarrier(a.Header))
 	if h.duration.Enabled(ctx) {
@@ -303,18 +325,36 @@ func (h *hooks) requestEnd(ctx context.Context, last *middleware.Attempt) {
 		return
 	}
 	if r.span.IsRecording() && last != nil {
+		// last.Sleep is zero after a final attempt, and the time actually
+		// waited when the caller gave up during a wait.
 		attrs := append(r.buf[:0],
 			keyAttempts.Int(last.Number),
 			keyOutcome.String(string(last.Reason)),
-			keySlept.Float64(last.Slept.Seconds()))
-		etype := errorType(last)
+			keySlept.Float64((last.Slept + last.Sleep).Seconds()))
+		etype, desc := errorType(last), statusDescription(last)
+		if last.Reason == middleware.ReasonCanceled {
+			// The caller ended the request, whatever the last attempt got.
+			etype = string(middleware.ClassCanceled)
+			if cause := context.Cause(ctx); cause != nil {
+				desc = cause.Error()
+			}
+		}
 		if etype != "" {
 			attrs = append(attrs, semconv.ErrorTypeKey.String(etype))
 		}
 		r.span.SetAttributes(attrs...)
 		if etype != "" {
-			r.span.SetStatus(codes.Error, statusDescription(last))
+			r.span.SetStatus(codes.Error, desc)
 		}
 	}
 	r.span.End()
+}
+
+// traced reports whether ctx is the context of an attempt tank records
+// as a CLIENT span, or of a request tank's hooks will trace.
+func (h *hooks) traced(ctx context.Context) bool {
+	if r := fromContext(ctx); r != nil && r.attempt != nil {
+		return true
+	}
+	return !h.idle(ctx)
 }

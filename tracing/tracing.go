@@ -49,11 +49,12 @@ func WithPropagators(p propagation.TextMapPropagator) Option {
 	return optionFunc(func(c *config) { c.prop = p })
 }
 
-// WithRequestSpan sets whether tank opens an INTERNAL span for the logical
-// request when the caller's context carries no span, so that all attempts
-// of a request share one trace. With false, such attempts are root spans of
-// separate traces. Attempts under a caller's span are its children either
-// way. Default true.
+// WithRequestSpan sets whether tank opens an INTERNAL span for each logical
+// request, the parent of its attempts and the holder of the request's
+// summary (tank.request.*), under the caller's span when there is one. With
+// false, attempts are children of the caller's span, or, when there is
+// none, root spans of separate traces, and no summary is recorded.
+// Default true.
 func WithRequestSpan(on bool) Option {
 	return optionFunc(func(c *config) { c.requestSpan = on })
 }
@@ -62,6 +63,38 @@ func WithRequestSpan(on bool) Option {
 // the package documentation describes. Instruments are created once per
 // call; build the hooks once and share them.
 func Hooks(opts ...Option) middleware.Hooks {
+	h := build(opts)
+	return middleware.Hooks{
+		// With nothing to record (no SDK, no span in the request's context,
+		// no metric enabled), the request takes the Transport's success path.
+		Enabled:      func(req *http.Request) bool { return !h.idle(req.Context()) },
+		RequestStart: h.requestStart,
+		AttemptStart: h.attemptStart,
+		AttemptEnd:   h.attemptEnd,
+		RequestEnd:   h.requestEnd,
+	}
+}
+
+// Filter returns a filter for otelhttp's WithFilter option that makes an
+// otelhttp Transport stand aside wherever tank's tracing, configured by the
+// same opts, records the request, so that each physical attempt is one
+// CLIENT span (tank's, with http.request.resend_count and tank.attempt.*),
+// the server's parent is that span, and http.client.request.duration is
+// recorded once per attempt. It works on either side of tank:
+//
+//	// otelhttp inside tank: each attempt passes otelhttp untraced
+//	tank := middleware.NewTransport(otelhttp.NewTransport(base, otelhttp.WithFilter(tracing.Filter())), tracing.With())
+//	// otelhttp outside tank: the logical request passes otelhttp untraced
+//	client := otelhttp.NewTransport(middleware.NewTransport(base, tracing.With()), otelhttp.WithFilter(tracing.Filter()))
+//
+// The filter returns true (otelhttp traces as usual) for requests tank
+// does not trace: with no SDK installed, say.
+func Filter(opts ...Option) func(*http.Request) bool {
+	h := build(opts)
+	return func(r *http.Request) bool { return !h.traced(r.Context()) }
+}
+
+func build(opts []Option) *hooks {
 	c := config{requestSpan: true}
 	for _, o := range opts {
 		if o != nil {
@@ -77,16 +110,7 @@ func Hooks(opts ...Option) middleware.Hooks {
 	if c.prop == nil {
 		c.prop = otel.GetTextMapPropagator()
 	}
-	h := newHooks(&c)
-	return middleware.Hooks{
-		// With nothing to record (no SDK, no span in the request's context,
-		// no metric enabled), the request takes the Transport's success path.
-		Enabled:      func(req *http.Request) bool { return !h.idle(req.Context()) },
-		RequestStart: h.requestStart,
-		AttemptStart: h.attemptStart,
-		AttemptEnd:   h.attemptEnd,
-		RequestEnd:   h.requestEnd,
-	}
+	return newHooks(&c)
 }
 
 // With is middleware.WithHooks(Hooks(opts...)): the option that adds

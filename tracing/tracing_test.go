@@ -5,11 +5,15 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
+	"testing/synctest"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"go.opentelemetry.io/otel/codes"
@@ -82,14 +86,103 @@ func TestAttemptsUnderCallerSpan(t *testing.T) {
 	get(t, c, ctx, srv.URL)
 	caller.End()
 
+	// tank's request span sits under the caller's, so the request's summary
+	// shows in the trace there too.
 	var got []string
 	for _, v := range views(rec.Ended(), caller.SpanContext()) {
 		got = append(got, v.Kind+" "+v.Name+" parent="+v.Parent)
 	}
-	want := []string{"internal caller parent=", "client GET parent=caller", "client GET parent=caller"}
+	want := []string{"internal caller parent=", "internal GET (tank) parent=caller", "client GET parent=tank", "client GET parent=tank"}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("spans (-want +got):\n%s", diff)
 	}
+	internal, _ := byKind(rec.Ended())
+	for _, s := range internal {
+		if s.Name() != "GET (tank)" {
+			continue
+		}
+		if v, _ := attr(s.Attributes(), "tank.request.attempts"); v.AsInt64() != 2 {
+			t.Errorf("tank.request.attempts under a caller's span = %v; want 2", v.Emit())
+		}
+	}
+}
+
+// TestRedirectIsOneTrace: http.Client follows a 307 with a second
+// RoundTrip; with no caller span the hops share one trace, and
+// http.request.resend_count counts every physical request, redirects
+// included, as the HTTP semantic conventions say.
+func TestRedirectIsOneTrace(t *testing.T) {
+	rec := newRecorder(t)
+	var hits atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch n := hits.Add(1); {
+		case r.URL.Path == "/old":
+			http.Redirect(w, r, "/new", http.StatusTemporaryRedirect)
+		case n == 2:
+			w.WriteHeader(http.StatusServiceUnavailable)
+		}
+	}))
+	defer srv.Close()
+	c := newClient(t, testOptions(rec)...)
+	if resp, err := get(t, c, context.Background(), srv.URL+"/old"); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("GET /old = %v, %v; want 200 after a redirect and a retry", resp, err)
+	}
+	internal, attempts := byKind(rec.Ended())
+	if len(internal) != 2 || len(attempts) != 3 {
+		t.Fatalf("%d request and %d attempt spans; want 2 (one per hop) and 3", len(internal), len(attempts))
+	}
+	traceID := internal[0].SpanContext().TraceID()
+	for _, s := range rec.Ended() {
+		if s.SpanContext().TraceID() != traceID {
+			t.Errorf("span %q is in trace %s; want every hop in %s", s.Name(), s.SpanContext().TraceID(), traceID)
+		}
+	}
+	if p := internal[1].Parent(); p.SpanID() != internal[0].SpanContext().SpanID() {
+		t.Errorf("second hop's request span has parent %s; want the first hop's", p.SpanID())
+	}
+	for i, want := range []int64{-1, 1, 2} {
+		v, ok := attr(attempts[i].Attributes(), "http.request.resend_count")
+		if (want < 0) == ok || ok && v.AsInt64() != want {
+			t.Errorf("attempt %d: resend_count = %v (present %v); want %d (-1: absent)", i+1, v.Emit(), ok, want)
+		}
+	}
+}
+
+// TestCancelDuringWaitTellsTheTruth: a wait cut by the caller shows what was
+// planned (on the attempt span) and what was slept (on the request span),
+// and the cancel is the request's outcome and error.
+func TestCancelDuringWaitTellsTheTruth(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		rec := newRecorder(t)
+		rt := roundTripFunc(func(r *http.Request) (*http.Response, error) {
+			return &http.Response{StatusCode: 503, Header: http.Header{}, Body: http.NoBody, Request: r}, nil
+		})
+		tr := middleware.NewTransport(rt, middleware.WithBackoff(300*time.Millisecond, 300*time.Millisecond),
+			middleware.WithJitter(middleware.JitterNone), tracing.With(tracing.WithTracerProvider(rec.tp)))
+		ctx, cancel := context.WithCancelCause(context.Background())
+		time.AfterFunc(50*time.Millisecond, func() { cancel(errors.New("user closed the tab")) })
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://api.test/", nil)
+		if _, err := tr.RoundTrip(req); !errors.Is(err, middleware.ReasonCanceled) {
+			t.Fatalf("RoundTrip error = %v; want ReasonCanceled", err)
+		}
+		internal, attempts := byKind(rec.Ended())
+		if len(internal) != 1 || len(attempts) != 1 {
+			t.Fatalf("%d request and %d attempt spans; want 1 and 1", len(internal), len(attempts))
+		}
+		if v, _ := attr(attempts[0].Attributes(), "tank.attempt.sleep"); v.AsFloat64() != 0.3 {
+			t.Errorf("attempt's tank.attempt.sleep = %v; want 0.3, the wait planned", v.Emit())
+		}
+		req0 := internal[0]
+		want := map[string]string{"tank.request.outcome": "canceled", "tank.request.slept": "0.05", "error.type": "canceled"}
+		for k, w := range want {
+			if v, _ := attr(req0.Attributes(), k); v.Emit() != w {
+				t.Errorf("request span %s = %q; want %q", k, v.Emit(), w)
+			}
+		}
+		if st := req0.Status(); st.Code != codes.Error || st.Description != "user closed the tab" {
+			t.Errorf("request span status = %v %q; want Error with the cancel's cause", st.Code, st.Description)
+		}
+	})
 }
 
 func TestTraceparentPerAttempt(t *testing.T) {
@@ -410,6 +503,35 @@ func TestConcurrentRequests(t *testing.T) {
 		n := perTrace[s.SpanContext().TraceID()]
 		if v, _ := attr(s.Attributes(), "tank.request.attempts"); v.AsInt64() != int64(n) {
 			t.Errorf("trace %v has %d attempt spans, tank.request.attempts = %v", s.SpanContext().TraceID(), n, v.Emit())
+		}
+	}
+}
+
+// TestFilter: the otelhttp filter stands aside for what tank traces: each
+// attempt below tank, and a request above a tank Transport that traces it;
+// with no SDK it lets other instrumentation trace as usual.
+func TestFilter(t *testing.T) {
+	rec := newRecorder(t)
+	traced := []tracing.Option{tracing.WithTracerProvider(rec.tp)}
+	off := []tracing.Option{tracing.WithTracerProvider(noop.NewTracerProvider()), tracing.WithMeterProvider(metricnoop.NewMeterProvider())}
+	for _, tt := range []struct {
+		name string
+		opts []tracing.Option
+		want bool // what the filter says: true lets otelhttp trace
+	}{{"SDK", traced, false}, {"no SDK", off, true}} {
+		filter := tracing.Filter(tt.opts...)
+		var below []bool
+		rt := roundTripFunc(func(r *http.Request) (*http.Response, error) {
+			below = append(below, filter(r))
+			return &http.Response{StatusCode: 503, Body: http.NoBody, Request: r}, nil
+		})
+		tr := middleware.NewTransport(rt, middleware.WithBackoff(0, 0), tracing.With(tt.opts...))
+		req, _ := http.NewRequest(http.MethodGet, "http://api.test/", nil)
+		above := filter(req)
+		resp, _ := tr.RoundTrip(req)
+		resp.Body.Close()
+		if above != tt.want || len(below) != 3 || below[0] != tt.want || below[2] != tt.want {
+			t.Errorf("%s: filter above tank = %v, below on each attempt = %v; want %v everywhere", tt.name, above, below, tt.want)
 		}
 	}
 }

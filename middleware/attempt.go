@@ -1,7 +1,6 @@
 package middleware
 
 import (
-	"context"
 	"net/http"
 	"time"
 )
@@ -63,10 +62,13 @@ func (r Reason) Error() string { return string(r) }
 // String returns the Reason's stable label, such as "not_replayable".
 func (r Reason) String() string { return string(r) }
 
-// Sources of a wait, in Attempt.SleepSource.
+// A SleepSource says where a wait came from, in Attempt.SleepSource.
+type SleepSource string
+
+// Sources of a wait.
 const (
-	SleepBackoff    = "backoff"
-	SleepRetryAfter = "retry_after"
+	SleepBackoff    SleepSource = "backoff"     // the backoff schedule
+	SleepRetryAfter SleepSource = "retry_after" // the response's Retry-After header
 )
 
 // An Attempt is one try of a logical request: what was sent, what came back,
@@ -112,7 +114,7 @@ type Attempt struct {
 	// (Hooks.RequestEnd sees it so).
 	Sleep time.Duration
 	// SleepSource is SleepBackoff or SleepRetryAfter, or "" with no wait.
-	SleepSource string
+	SleepSource SleepSource
 	// BudgetTokens is what the retry budget holds after this attempt's
 	// decision, or -1 when the policy has no budget.
 	BudgetTokens float64
@@ -127,132 +129,3 @@ type Attempt struct {
 // set a.Class, a.Sent and a.Replayable. The caller's cancellation is judged
 // before any classifier: a done context always stops.
 type Classifier func(a *Attempt) Verdict
-
-// Hooks observe a request's attempts. Every field is optional. Like
-// httptrace.ClientTrace, Hooks are plain data: new fields may be added.
-//
-// Hooks run on the goroutine of the request; they must be safe to call from
-// many requests at once.
-type Hooks struct {
-	// Enabled, when set, is asked once per request, before anything else,
-	// whether the other hooks want to see it; the answer holds for the whole
-	// request, retries included. false lets the request take the Transport's success
-	// path, as if there were no hooks (tracing says false when no
-	// OpenTelemetry SDK is installed). nil means always.
-	Enabled func(req *http.Request) bool
-	// RequestStart runs once per logical request, before the first attempt.
-	// The context it returns (nil: unchanged) is the parent of every attempt.
-	RequestStart func(ctx context.Context, req *http.Request) context.Context
-	// AttemptStart runs before each attempt; a.Header may be changed. The
-	// context it returns (nil: unchanged) is the attempt's context.
-	AttemptStart func(ctx context.Context, a *Attempt) context.Context
-	// AttemptEnd runs once the attempt is judged, before any wait. ctx is
-	// the context AttemptStart returned.
-	AttemptEnd func(ctx context.Context, a *Attempt)
-	// RequestEnd runs once with the last attempt, when the request is over.
-	// ctx is the context RequestStart returned.
-	RequestEnd func(ctx context.Context, last *Attempt)
-}
-
-// startHook runs an AttemptStart hook. Only a.Header survives it: the hook
-// may add to the private copy, or replace it.
-func (a *Attempt) startHook(f func(context.Context, *Attempt) context.Context, ctx context.Context) context.Context {
-	saved := *a
-	if c := f(ctx, a); c != nil {
-		ctx = c
-	}
-	h := a.Header
-	*a = saved
-	if h != nil {
-		a.Header = h
-	}
-	return ctx
-}
-
-// endHook runs an AttemptEnd or RequestEnd hook and undoes what it wrote.
-func (a *Attempt) endHook(f func(context.Context, *Attempt), ctx context.Context) {
-	saved := *a
-	f(ctx, a)
-	*a = saved
-}
-
-// classify runs a classifier and undoes what it wrote.
-func (a *Attempt) classify(c Classifier) Verdict {
-	saved := *a
-	v := c(a)
-	*a = saved
-	return v
-}
-
-func (h *Hooks) empty() bool {
-	return h.RequestStart == nil && h.AttemptStart == nil && h.AttemptEnd == nil && h.RequestEnd == nil
-}
-
-// join returns hooks that call h's then g's.
-func (h Hooks) join(g Hooks) Hooks {
-	return Hooks{
-		RequestStart: joinCtx(h.RequestStart, g.RequestStart),
-		AttemptStart: joinStart(h.AttemptStart, g.AttemptStart),
-		AttemptEnd:   joinEnd(h.AttemptEnd, g.AttemptEnd),
-		RequestEnd:   joinEnd(h.RequestEnd, g.RequestEnd),
-		Enabled:      joinEnabled(h, g),
-	}
-}
-
-// joinEnabled: joined hooks see a request when either side wants it.
-func joinEnabled(h, g Hooks) func(*http.Request) bool {
-	switch {
-	case h.empty():
-		return g.Enabled
-	case g.empty():
-		return h.Enabled
-	case h.Enabled == nil || g.Enabled == nil:
-		return nil
-	}
-	return func(r *http.Request) bool { return h.Enabled(r) || g.Enabled(r) }
-}
-
-func joinCtx[T any](f, g func(context.Context, T) context.Context) func(context.Context, T) context.Context {
-	if f == nil {
-		return g
-	}
-	if g == nil {
-		return f
-	}
-	return func(ctx context.Context, v T) context.Context {
-		if c := f(ctx, v); c != nil {
-			ctx = c
-		}
-		if c := g(ctx, v); c != nil {
-			ctx = c
-		}
-		return ctx
-	}
-}
-
-// joinStart joins AttemptStart hooks: each sees the attempt as tank made
-// it, plus the headers earlier hooks set.
-func joinStart(f, g func(context.Context, *Attempt) context.Context) func(context.Context, *Attempt) context.Context {
-	if f == nil {
-		return g
-	}
-	if g == nil {
-		return f
-	}
-	return func(ctx context.Context, a *Attempt) context.Context {
-		ctx = a.startHook(f, ctx)
-		return a.startHook(g, ctx)
-	}
-}
-
-// joinEnd joins AttemptEnd or RequestEnd hooks: each sees the attempt as
-// tank judged it.
-func joinEnd(f, g func(context.Context, *Attempt)) func(context.Context, *Attempt) {
-	if f == nil {
-		return g
-	}
-	if g == nil {
-		return f
-	}
-	return func(ctx context.Context, a *Attempt) { a.endHook(f, ctx); a.endHook(g, ctx) }
-}

@@ -77,14 +77,6 @@ func hostKey(r *http.Request) string {
 	return r.URL.Host
 }
 
-// WithBudget makes retries draw on b. Default: no budget.
-func WithBudget(b *Budget) Option {
-	return optionFunc(func(p *Policy) error {
-		p.budget = b
-		return nil
-	})
-}
-
 func (b *Budget) String() string {
 	return fmt.Sprintf("Budget(ratio=%g, perSecond=%g, burst=%g)", b.ratio, b.perSecond, b.burst)
 }

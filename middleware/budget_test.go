@@ -157,7 +157,7 @@ func TestAttemptHeaderOnRetriesOnly(t *testing.T) {
 	if req.Header.Get("X-Attempt") != "" {
 		t.Error("the caller's request gained the attempt header")
 	}
-	if _, err := NewPolicy(WithAttemptHeader("bad header")); err == nil {
+	if _, err := newPolicy(WithAttemptHeader("bad header")); err == nil {
 		t.Error("WithAttemptHeader(\"bad header\") accepted")
 	}
 }

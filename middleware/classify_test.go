@@ -128,7 +128,7 @@ func FuzzDecide(f *testing.F) {
 	f.Add(-1, "", false, 0)
 	f.Add(599, "PATCH", false, 2)
 	f.Add(1<<30, "GET", true, 2)
-	p, err := NewPolicy()
+	p, err := newPolicy()
 	if err != nil {
 		f.Fatal(err)
 	}
@@ -140,7 +140,7 @@ func FuzzDecide(f *testing.F) {
 		a := &Attempt{Request: req, Replayable: p.replayable(req), Number: n}
 		a.Class = p.statusClass(code)
 		a.Response = &http.Response{StatusCode: code}
-		r := &Run{p: p, req: req}
+		r := &run{p: p, req: req}
 		v, reason := r.decide(a, a.Class.group())
 		if v == Pass {
 			t.Fatalf("decide(%d, %q) = Pass; want a verdict", code, method)

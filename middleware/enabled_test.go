@@ -43,7 +43,7 @@ func TestHooksEnabledJoin(t *testing.T) {
 		{"off+always", off.join(on), true},
 		{"always+off", on.join(off), true},
 	} {
-		p, _ := NewPolicy(WithHooks(tt.h))
+		p, _ := newPolicy(WithHooks(tt.h))
 		if got := p.hooksOn(req); got != tt.want {
 			t.Errorf("%s: hooksOn = %v; want %v", tt.name, got, tt.want)
 		}

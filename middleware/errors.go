@@ -1,14 +1,18 @@
 package middleware
 
 import (
+	"errors"
 	"fmt"
-
-	"github.com/tankhttp/tank/internal/retryafter"
 )
+
+// ErrNilResponse is returned (wrapped, with the transport's type) when the
+// wrapped RoundTripper returns neither a response nor an error. The request
+// may have been sent, so tank retries it only if it is replayable.
+var ErrNilResponse = errors.New("tank: wrapped RoundTripper returned a nil *http.Response and a nil error")
 
 // ErrRetryAfter matches Attempt.RetryAfterErr: the response's Retry-After
 // header was neither delta-seconds nor an HTTP-date.
-var ErrRetryAfter = retryafter.ErrSyntax
+var ErrRetryAfter = errors.New("tank: malformed Retry-After header")
 
 // ExhaustedError is returned when a request ends on a transport error (or
 // the caller's cancellation) rather than on a response. It unwraps to the

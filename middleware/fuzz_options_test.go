@@ -23,9 +23,9 @@ import (
 )
 
 // FuzzOptions decodes its input into options given arbitrary values, then
-// checks that NewPolicy and a Transport built with them hold up:
+// checks that newPolicy and a Transport built with them hold up:
 //
-//  1. NewPolicy returns a policy, or an error that is an *OptionError; when
+//  1. newPolicy returns a policy, or an error that is an *OptionError; when
 //     every value is one the documentation rules on, the error names the
 //     first option given a value it cannot take, and nil when there is none.
 //     NewBudget's errors are *OptionErrors too, for exactly the values it
@@ -102,34 +102,34 @@ func FuzzOptions(f *testing.F) {
 			t.Fatalf("%s: %s", desc, d.budgetBad)
 		}
 
-		// 1. NewPolicy: a policy or an *OptionError, as documented.
+		// 1. newPolicy: a policy or an *OptionError, as documented.
 		var (
-			p   *Policy
+			p   *policy
 			err error
 		)
 		func() {
 			defer func() {
 				if r := recover(); r != nil {
-					t.Fatalf("%s: NewPolicy panicked: %v\n%s", desc, r, smStack())
+					t.Fatalf("%s: newPolicy panicked: %v\n%s", desc, r, smStack())
 				}
 			}()
-			p, err = NewPolicy(d.opts...)
+			p, err = newPolicy(d.opts...)
 		}()
 		var oe *OptionError
 		switch {
 		case (p == nil) == (err == nil):
-			t.Fatalf("%s: NewPolicy = %v, %v; want exactly one of a policy and an error", desc, p, err)
+			t.Fatalf("%s: newPolicy = %v, %v; want exactly one of a policy and an error", desc, p, err)
 		case err != nil && !errors.As(err, &oe):
-			t.Fatalf("%s: NewPolicy error %v (%T); want an *OptionError", desc, err, err)
+			t.Fatalf("%s: newPolicy error %v (%T); want an *OptionError", desc, err, err)
 		}
 		if want, known := d.wantErr(); known {
 			switch {
 			case want == "" && err != nil:
-				t.Fatalf("%s: NewPolicy error %v; every value is documented as valid", desc, err)
+				t.Fatalf("%s: newPolicy error %v; every value is documented as valid", desc, err)
 			case want != "" && err == nil:
-				t.Fatalf("%s: NewPolicy accepted the options; %s was given a value documented as invalid", desc, want)
+				t.Fatalf("%s: newPolicy accepted the options; %s was given a value documented as invalid", desc, want)
 			case want != "" && oe.Option != want:
-				t.Fatalf("%s: NewPolicy error %v; want the *OptionError of %s, the first invalid option", desc, err, want)
+				t.Fatalf("%s: newPolicy error %v; want the *OptionError of %s, the first invalid option", desc, err, want)
 			}
 		}
 

@@ -38,10 +38,10 @@ func TestInvalidOptions(t *testing.T) {
 		{WithAttemptHeader("X-Ünicode"), "WithAttemptHeader"},
 		{WithAttemptHeader("X:Attempt"), "WithAttemptHeader"},
 	} {
-		p, err := NewPolicy(tt.opt)
+		p, err := newPolicy(tt.opt)
 		var oe *OptionError
 		if p != nil || !errors.As(err, &oe) || oe.Option != tt.name {
-			t.Errorf("NewPolicy(%s) = %v, %v; want nil, *OptionError for %s", tt.name, p, err, tt.name)
+			t.Errorf("newPolicy(%s) = %v, %v; want nil, *OptionError for %s", tt.name, p, err, tt.name)
 		}
 	}
 }
@@ -49,11 +49,11 @@ func TestInvalidOptions(t *testing.T) {
 // TestValidOptionsAndLastWins: valid edge values are accepted, nil options
 // are skipped, and for a setting given twice the last wins.
 func TestValidOptionsAndLastWins(t *testing.T) {
-	p, err := NewPolicy(nil, WithMaxAttempts(1), WithMaxAttempts(7), WithBackoff(0, 0), WithRetryAfterCap(0),
+	p, err := newPolicy(nil, WithMaxAttempts(1), WithMaxAttempts(7), WithBackoff(0, 0), WithRetryAfterCap(0),
 		WithAttemptTimeout(0), WithBufferLimit(0), WithDrainLimit(0), WithGroupAttempts(0, 0, 0),
 		WithStatuses(nil, nil), WithReplayableMethods(), WithAttemptHeader(""), WithJitter(JitterDecorrelated))
 	if err != nil {
-		t.Fatalf("NewPolicy = %v", err)
+		t.Fatalf("newPolicy = %v", err)
 	}
 	if p.maxAttempts != 7 || p.jitter != JitterDecorrelated {
 		t.Errorf("maxAttempts %d, jitter %d; want 7 (last wins), decorrelated", p.maxAttempts, p.jitter)
@@ -68,8 +68,29 @@ var httpRequestGET = func() http.Request { return http.Request{Method: http.Meth
 // TestAttemptHeaderAcceptsTokens: any RFC 9110 token is a valid header name.
 func TestAttemptHeaderAcceptsTokens(t *testing.T) {
 	for _, name := range []string{"X-Attempt", "x_attempt", "X.Retry~Count", "a!#$%&'*+-.^_`|~9"} {
-		if _, err := NewPolicy(WithAttemptHeader(name)); err != nil {
+		if _, err := newPolicy(WithAttemptHeader(name)); err != nil {
 			t.Errorf("WithAttemptHeader(%q) = %v; want accepted", name, err)
 		}
+	}
+}
+
+// TestWaitOptionsIgnoreOrder: the wait options mean the same in any order,
+// and a schedule given with a backoff is an error either way, never a
+// silent choice of one.
+func TestWaitOptionsIgnoreOrder(t *testing.T) {
+	sched := WithSchedule(func() func(int) (time.Duration, bool) {
+		return func(int) (time.Duration, bool) { return 40 * time.Millisecond, true }
+	})
+	backoff, jitter := WithBackoff(time.Millisecond, time.Second), WithJitter(JitterNone)
+	for _, opts := range [][]Option{{sched, backoff}, {backoff, sched}, {sched, jitter}, {jitter, sched}} {
+		var oe *OptionError
+		if _, err := newPolicy(opts...); !errors.As(err, &oe) || oe.Option != "WithSchedule" {
+			t.Errorf("schedule with a backoff option: error %v; want the *OptionError of WithSchedule", err)
+		}
+	}
+	a, _ := newPolicy(backoff, jitter)
+	b, _ := newPolicy(jitter, backoff)
+	if a.initial != b.initial || a.maxWait != b.maxWait || a.jitter != b.jitter || a.jitter != JitterNone {
+		t.Errorf("WithBackoff and WithJitter depend on their order: %v/%v/%v against %v/%v/%v", a.initial, a.maxWait, a.jitter, b.initial, b.maxWait, b.jitter)
 	}
 }

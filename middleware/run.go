@@ -2,18 +2,18 @@ package middleware
 
 import (
 	"context"
-	crand "crypto/rand"
+	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"reflect"
 	"strconv"
 	"time"
 
-	"github.com/tankhttp/tank/internal/jitter"
+	"github.com/tankhttp/tank/internal/frontdoor"
 	"github.com/tankhttp/tank/internal/replay"
-	"github.com/tankhttp/tank/internal/retryafter"
 	"github.com/tankhttp/tank/internal/sendstate"
 )
 
@@ -22,14 +22,14 @@ import (
 // machinery internally.
 //
 // Concurrency: a Run belongs to one request and is not safe for concurrent
-// use; build one per request with Policy.NewRun.
-type Run struct {
-	p          *Policy
+// use; build one per request with policy.newRun.
+type run struct {
+	p          *policy
 	next       http.RoundTripper
 	req        *http.Request   // the caller's; never modified
 	h          *Hooks          // the policy's hooks, nil when off for this request
 	header     http.Header     // headers every attempt sends (req.Header unless tank adds one)
-	ctx        context.Context // parent of every attempt (after RequestStart)
+	reqCtx     context.Context // parent of every attempt (after RequestStart)
 	replayable bool
 	trace      bool // trace the send state of each attempt
 
@@ -47,42 +47,35 @@ type Run struct {
 	prevWait time.Duration
 	schedule func(int) (time.Duration, bool)
 
-	last   *Attempt
-	actx   context.Context    // the last attempt's context
-	cancel context.CancelFunc // the last attempt's timeout, if any
-	tctx   context.Context    // the last attempt's timeout context, if any
-	resp   *http.Response
-	err    error
-	done   bool
+	last       *Attempt
+	attemptCtx context.Context    // the last attempt's context
+	cancel     context.CancelFunc // the last attempt's timeout, if any
+	timeoutCtx context.Context    // the last attempt's timeout context, if any
+	resp       *http.Response
+	err        error
+	done       bool
 }
 
-// NewRun starts a logical request: req will be sent through next (nil:
-// http.DefaultTransport) by calls to Step. NewRun takes ownership of
+// newRun starts a logical request: req will be sent through next (nil:
+// http.DefaultTransport) by calls to Step. newRun takes ownership of
 // req.Body, as RoundTrip does.
-func (p *Policy) NewRun(req *http.Request, next http.RoundTripper) *Run {
+func (p *policy) newRun(req *http.Request, next http.RoundTripper) *run {
 	p.deposit(req)
-	r := &Run{}
+	r := &run{}
 	r.init(p, req, next, p.hooksOn(req))
 	r.prepareBody()
 	return r
-}
-
-// deposit credits the retry budget, if any, with a new logical request.
-func (p *Policy) deposit(req *http.Request) {
-	if p.budget != nil {
-		p.budget.deposit(req, p.now())
-	}
 }
 
 // init sets up the request's state. hooksOn is the one answer of
 // Hooks.Enabled for this request: it is asked once and carried, so an answer
 // that changes between attempts cannot start an attempt's hooks without
 // the other's.
-func (r *Run) init(p *Policy, req *http.Request, next http.RoundTripper, hooksOn bool) {
+func (r *run) init(p *policy, req *http.Request, next http.RoundTripper, hooksOn bool) {
 	if next == nil {
 		next = http.DefaultTransport
 	}
-	r.p, r.req, r.next, r.ctx, r.header = p, req, next, req.Context(), req.Header
+	r.p, r.req, r.next, r.reqCtx, r.header = p, req, next, req.Context(), req.Header
 	if r.header == nil {
 		// As http.Client does: hooks and the attempt header write to it.
 		r.header = http.Header{}
@@ -100,15 +93,15 @@ func (r *Run) init(p *Policy, req *http.Request, next http.RoundTripper, hooksOn
 	}
 	r.trace = !r.replayable || r.h != nil || len(p.classifiers) > 0 || p.groupCaps != [3]int{}
 	if r.h != nil && r.h.RequestStart != nil {
-		if c := r.h.RequestStart(r.ctx, req); c != nil {
-			r.ctx = c
+		if c := r.h.RequestStart(r.reqCtx, req); c != nil {
+			r.reqCtx = c
 		}
 	}
-	r.actx = r.ctx
+	r.attemptCtx = r.reqCtx
 }
 
 // prepareBody sets the first attempt's body and how to get it again.
-func (r *Run) prepareBody() {
+func (r *run) prepareBody() {
 	req := r.req
 	switch {
 	case req.Body == nil || req.Body == http.NoBody:
@@ -128,22 +121,22 @@ func (r *Run) prepareBody() {
 // attempt's response has been drained and closed, and the caller should wait
 // a.Sleep before the next Step. After a Stop verdict, Result gives the
 // outcome.
-func (r *Run) Step() *Attempt {
-	resp, err, st := r.send()
-	return r.judge(resp, err, st)
+func (r *run) Step() *Attempt {
+	resp, st, err := r.send()
+	return r.conclude(resp, err, st)
 }
 
 // send makes one attempt.
-func (r *Run) send() (*http.Response, error, *sendstate.State) {
+func (r *run) send() (*http.Response, *sendstate.State, error) {
 	r.n++
 	p := r.p
-	ctx := r.ctx
+	ctx := r.reqCtx
 	var a *Attempt
 	if r.h != nil || len(p.classifiers) > 0 {
 		a = &Attempt{Request: r.req, Header: r.header, Number: r.n, Slept: r.slept, Replayable: r.replayable, BudgetTokens: -1}
 		if r.h != nil && r.h.AttemptStart != nil {
 			a.Header = r.header.Clone()
-			ctx = a.startHook(r.h.AttemptStart, ctx)
+			ctx = a.startHook(ctx, r.h.AttemptStart)
 		}
 	}
 	r.last = a
@@ -153,10 +146,10 @@ func (r *Run) send() (*http.Response, error, *sendstate.State) {
 		st = sendstate.Get()
 		ctx = sendstate.With(ctx, st)
 	}
-	r.actx = ctx
-	if p.attemptTO > 0 {
-		ctx, r.cancel = context.WithTimeout(ctx, p.attemptTO)
-		r.tctx = ctx
+	r.attemptCtx = ctx
+	if p.attemptTimeout > 0 {
+		ctx, r.cancel = context.WithTimeout(ctx, p.attemptTimeout)
+		r.timeoutCtx = ctx
 	}
 	hdr := r.header
 	if a != nil {
@@ -184,12 +177,12 @@ func (r *Run) send() (*http.Response, error, *sendstate.State) {
 	r.early = a != nil && r.req.Context().Err() != nil
 	resp, err := r.next.RoundTrip(areq)
 	resp, err = checked(r.next, resp, err)
-	return resp, err, st
+	return resp, st, err
 }
 
 // judge classifies the attempt, decides, and applies the decision.
 // st is nil when the send state was not traced.
-func (r *Run) judge(resp *http.Response, err error, st *sendstate.State) *Attempt {
+func (r *run) conclude(resp *http.Response, err error, st *sendstate.State) *Attempt {
 	p := r.p
 	a := r.last
 	if a == nil {
@@ -232,7 +225,7 @@ func (r *Run) judge(resp *http.Response, err error, st *sendstate.State) *Attemp
 
 	a.Verdict, a.Reason = r.decide(a, g)
 	if a.Verdict == Retry {
-		r.schedule1(a)
+		r.scheduleRetry(a)
 	}
 	if a.Verdict == Retry && r.hasBody {
 		r.rewind(a)
@@ -241,7 +234,7 @@ func (r *Run) judge(resp *http.Response, err error, st *sendstate.State) *Attemp
 		a.BudgetTokens = p.budget.level(r.req, p.now())
 	}
 	if r.h != nil && r.h.AttemptEnd != nil {
-		a.endHook(r.h.AttemptEnd, r.actx)
+		a.endHook(r.attemptCtx, r.h.AttemptEnd)
 	}
 	if a.Verdict == Retry {
 		r.discard()
@@ -253,107 +246,6 @@ func (r *Run) judge(resp *http.Response, err error, st *sendstate.State) *Attemp
 	return a
 }
 
-// sent reports whether the attempt may have reached the server. HTTP/2
-// reports WroteHeaders from its writer goroutine, and returns without
-// waiting for it when the attempt's context ends: an attempt cut by its own
-// timeout after a connection was obtained may be on the wire, so it counts
-// as sent. (The caller's cancellation stops retries whatever the state.)
-func (r *Run) sent(st *sendstate.State) bool {
-	if st == nil {
-		return false
-	}
-	return st.Sent() || (st.Conn() && r.tctx != nil && r.tctx.Err() != nil)
-}
-
-// decide applies the classifiers, then the default rules.
-func (r *Run) decide(a *Attempt, g group) (Verdict, Reason) {
-	if g == groupCanceled {
-		return Stop, ReasonCanceled
-	}
-	for _, c := range r.p.classifiers {
-		if v := a.classify(c); v == Retry || v == Stop {
-			return v, ReasonClassifier
-		}
-	}
-	switch g {
-	case groupNotSent:
-		if a.Class == ClassRefusedStream {
-			return Retry, ReasonNotProcessed
-		}
-		return Retry, ReasonNotSent
-	case groupPermanent:
-		return Stop, ReasonPermanent
-	case groupStatusAny:
-		return Retry, ReasonNotProcessed
-	case groupSent, groupStatusReplayable:
-		if r.replayable {
-			return Retry, ReasonReplayable
-		}
-		return Stop, ReasonNotReplayable
-	}
-	return Stop, ReasonFinal
-}
-
-func capIndex(g group) int {
-	switch g {
-	case groupNotSent:
-		return 0
-	case groupSent:
-		return 1
-	case groupStatusAny, groupStatusReplayable:
-		return 2
-	}
-	return -1
-}
-
-// schedule1 turns a Retry verdict into a wait, or into a Stop when a cap,
-// the Retry-After cap or the caller's deadline forbids another attempt.
-func (r *Run) schedule1(a *Attempt) {
-	p := r.p
-	stop := func(reason Reason) { a.Verdict, a.Reason, a.Sleep, a.SleepSource = Stop, reason, 0, "" }
-	if r.n >= p.maxAttempts {
-		stop(ReasonAttempts)
-		return
-	}
-	if i := capIndex(a.Class.group()); i >= 0 && p.groupCaps[i] > 0 && r.groupN[i] >= p.groupCaps[i] {
-		stop(ReasonAttempts)
-		return
-	}
-	if r.hasBody && (r.getBody == nil || r.rec != nil && !r.rec.Replayable()) {
-		stop(ReasonBodyNotReplayable)
-		return
-	}
-	d, src, ok := r.retryAfter(a)
-	if !ok {
-		stop(ReasonRetryAfter)
-		return
-	}
-	if src == "" {
-		if d, ok = r.backoff(); !ok {
-			stop(ReasonAttempts)
-			return
-		}
-		src = SleepBackoff
-	}
-	if dl, has := r.req.Context().Deadline(); has && !p.now().Add(d).Before(dl) {
-		stop(ReasonDeadline)
-		return
-	}
-	if p.budget != nil {
-		left, ok := p.budget.withdraw(r.req, p.now())
-		a.BudgetTokens = left
-		if !ok {
-			stop(ReasonBudget)
-			return
-		}
-		r.paid = true
-	}
-	a.Sleep, a.SleepSource = d, src
-	if src == SleepRetryAfter {
-		r.prevWait = d // decorrelated jitter builds on the wait actually taken
-	}
-}
-
 // sameMap reports whether two headers are the same map.
 func sameMap(a, b http.Header) bool {
 	return reflect.ValueOf(a).UnsafePointer() == reflect.ValueOf(b).UnsafePointer()
@@ -362,61 +254,13 @@ func sameMap(a, b http.Header) bool {
 // newKey returns a random 128-bit Idempotency-Key in hex.
 func newKey() string {
 	var b [16]byte
-	crand.Read(b[:])
+	rand.Read(b[:])
 	return hex.EncodeToString(b[:])
-}
-
-// retryAfter reads a Retry-After header on 429 and 503. ok is false when the
-// server asks for more than the cap. src is "" when there is no usable header.
-func (r *Run) retryAfter(a *Attempt) (d time.Duration, src string, ok bool) {
-	resp := a.Response
-	if resp == nil || (resp.StatusCode != http.StatusTooManyRequests && resp.StatusCode != http.StatusServiceUnavailable) {
-		return 0, "", true
-	}
-	v, has := resp.Header[retryAfterHeader]
-	if !has || len(v) == 0 {
-		return 0, "", true
-	}
-	d, err := retryafter.Parse(v[0], r.p.now())
-	if err != nil {
-		a.RetryAfterErr = err
-		return 0, "", true
-	}
-	if d > r.p.retryAfter {
-		return 0, "", false
-	}
-	return d, SleepRetryAfter, true
-}
-
-// backoff gives the wait after the current attempt from the schedule.
-func (r *Run) backoff() (time.Duration, bool) {
-	p := r.p
-	if p.schedule != nil {
-		if r.schedule == nil {
-			r.schedule = p.schedule()
-		}
-		d, ok := r.schedule(r.n)
-		if d < 0 {
-			d = 0
-		}
-		return d, ok
-	}
-	var d time.Duration
-	switch p.jitter {
-	case JitterFull:
-		d = jitter.Full(r.n, p.initial, p.max, p.rand())
-	case JitterDecorrelated:
-		d = jitter.Decorrelated(r.prevWait, p.initial, p.max, p.rand())
-	default:
-		d = jitter.Exponential(r.n, p.initial, p.max)
-	}
-	r.prevWait = d
-	return d, true
 }
 
 // rewind gets the body for the next attempt. If it cannot, the attempt's
 // verdict becomes Stop and its outcome is kept for the caller.
-func (r *Run) rewind(a *Attempt) {
+func (r *run) rewind(a *Attempt) {
 	b, err := r.getBody()
 	if err != nil {
 		a.Verdict, a.Reason, a.Sleep, a.SleepSource = Stop, ReasonBodyNotReplayable, 0, ""
@@ -430,7 +274,7 @@ func (r *Run) rewind(a *Attempt) {
 }
 
 // refund returns the budget token drawn for a retry that will not be made.
-func (r *Run) refund(a *Attempt) {
+func (r *run) refund(a *Attempt) {
 	if r.paid {
 		r.paid = false
 		a.BudgetTokens = r.p.budget.refund(r.req, r.p.now())
@@ -439,7 +283,7 @@ func (r *Run) refund(a *Attempt) {
 
 // discard throws away a retried attempt's response so its connection can
 // be reused.
-func (r *Run) discard() {
+func (r *run) discard() {
 	if r.resp != nil {
 		replay.Discard(r.resp.Body, r.p.drainLimit)
 		r.resp = nil
@@ -451,7 +295,7 @@ func (r *Run) discard() {
 }
 
 // finish ends the logical request.
-func (r *Run) finish() {
+func (r *run) finish() {
 	if r.done {
 		return
 	}
@@ -477,21 +321,24 @@ func (r *Run) finish() {
 		}
 		r.cancel = nil
 	}
-	if r.h != nil && r.h.RequestEnd != nil {
-		r.last.endHook(r.h.RequestEnd, r.ctx)
+	if r.h != nil && r.h.RequestEnd != nil && r.last != nil {
+		r.last.endHook(r.reqCtx, r.h.RequestEnd)
 	}
 }
 
 // Result returns the outcome once a Step has said Stop (or Wait failed):
 // the last response with a nil error when the request ended on a response,
 // else an *ExhaustedError.
-func (r *Run) Result() (*http.Response, error) {
+func (r *run) Result() (*http.Response, error) {
 	if r.resp != nil {
 		return r.resp, nil
 	}
-	a := r.last
-	e := &ExhaustedError{Attempts: r.n, Reason: a.Reason, Err: r.err}
-	if a.Reason == ReasonCanceled {
+	reason := ReasonCanceled // no attempt made: only a cancel ends a run so
+	if r.last != nil {
+		reason = r.last.Reason
+	}
+	e := &ExhaustedError{Attempts: r.n, Reason: reason, Err: r.err}
+	if reason == ReasonCanceled {
 		e.cause = context.Cause(r.req.Context())
 		if r.err != nil && errors.Is(r.err, e.cause) {
 			e.cause = nil
@@ -502,7 +349,7 @@ func (r *Run) Result() (*http.Response, error) {
 
 // Wait sleeps d unless the caller's context ends first; then it ends the
 // request (Result reports ReasonCanceled) and returns false.
-func (r *Run) Wait(d time.Duration) bool {
+func (r *run) Wait(d time.Duration) bool {
 	ctx := r.req.Context()
 	if d > 0 {
 		t := time.NewTimer(d)
@@ -515,7 +362,16 @@ func (r *Run) Wait(d time.Duration) bool {
 	if ctx.Err() == nil {
 		return true
 	}
-	a := r.last
+	if a := r.last; a != nil {
+		r.cut(a)
+	}
+	r.finish()
+	return false
+}
+
+// cut ends a request during the wait after attempt a, which becomes the
+// last: Stop, ReasonCanceled, and Sleep the time actually waited.
+func (r *run) cut(a *Attempt) {
 	if a.Verdict == Retry {
 		// The wait was cut: count what was slept, not what was planned.
 		slept := min(max(r.p.now().Sub(r.waitFrom), 0), a.Sleep)
@@ -524,8 +380,6 @@ func (r *Run) Wait(d time.Duration) bool {
 	}
 	a.Verdict, a.Reason = Stop, ReasonCanceled
 	r.refund(a)
-	r.finish()
-	return false
 }
 
 // cancelBody releases a final response's attempt timeout when its body is
@@ -547,4 +401,49 @@ func (b *cancelBody) Close() error {
 	err := b.ReadCloser.Close()
 	b.cancel()
 	return err
+}
+
+// checked holds the wrapped transport to the RoundTripper contract, as
+// net/http's Client does (and otelhttp for a nil Body), so that a
+// neighbour's bug becomes an error rather than a panic or a leak.
+func checked(next http.RoundTripper, resp *http.Response, err error) (*http.Response, error) {
+	switch {
+	case err != nil:
+		if resp != nil && resp.Body != nil {
+			// The contract allows one or the other; net/http's Client
+			// ignores such a response. Close it so its connection is freed.
+			resp.Body.Close()
+		}
+		return nil, err
+	case resp == nil:
+		return nil, fmt.Errorf("%w (%T)", ErrNilResponse, next)
+	case resp.Body == nil:
+		resp.Body = http.NoBody
+	}
+	return resp, nil
+}
+
+// loop repeats attempts until one is judged Stop.
+func (r *run) loop(a *Attempt) (*http.Response, error) {
+	for a.Verdict == Retry {
+		if !r.Wait(a.Sleep) {
+			break
+		}
+		a = r.Step()
+	}
+	return r.Result()
+}
+
+// The engine, for front doors that own their retry loop.
+func init() {
+	frontdoor.Register(func(req *http.Request, next http.RoundTripper, opts ...Option) (frontdoor.Run[*Attempt], error) {
+		p, err := newPolicy(opts...)
+		if err != nil {
+			if req.Body != nil {
+				req.Body.Close()
+			}
+			return nil, err
+		}
+		return p.newRun(req, next), nil
+	})
 }

@@ -29,13 +29,13 @@ func TestJitterThroughPolicy(t *testing.T) {
 		// [initial, 3·prev): 100+0.5·(300-100), 100+0.5·(600-100), then 3·350 > 1s: 100+0.5·(1000-100).
 		{JitterDecorrelated, []time.Duration{200 * ms, 350 * ms, 550 * ms}},
 	} {
-		p, err := NewPolicy(WithMaxAttempts(4), WithBackoff(100*ms, time.Second), WithJitter(tt.j))
+		p, err := newPolicy(WithMaxAttempts(4), WithBackoff(100*ms, time.Second), WithJitter(tt.j))
 		if err != nil {
 			t.Fatal(err)
 		}
 		p.rand = func() float64 { return 0.5 }
 		req, _ := http.NewRequest(http.MethodGet, "http://api.test/", nil)
-		r := p.NewRun(req, &fakeRT{status: 503})
+		r := p.newRun(req, &fakeRT{status: 503})
 		var got []time.Duration
 		for range 10 {
 			a := r.Step()

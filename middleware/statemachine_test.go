@@ -180,26 +180,26 @@ type smWorld struct {
 	log  []string
 	viol []smViolation
 
-	method        string
-	keyMode       int
-	nonReplayable bool
-	bodyKind      int
-	payload       []byte
-	maxAttempts   int
-	initial, max  time.Duration
-	raCap         time.Duration
-	attemptTO     time.Duration
-	bufferLimit   int64
-	drainLimit    int64
-	autoKey       bool
-	attemptHdr    string
-	hooks         int // 0 none, 1 observe, 2 observe and tamper with a.Sleep
-	callerTrace   bool
-	canEnd        bool // a stall will end: deadline, attempt timeout or cancel
-	budget        bool
-	groups        [3]int
-	weights       [smKinds]int
-	statuses      []int
+	method         string
+	keyMode        int
+	nonReplayable  bool
+	bodyKind       int
+	payload        []byte
+	maxAttempts    int
+	initial, max   time.Duration
+	raCap          time.Duration
+	attemptTimeout time.Duration
+	bufferLimit    int64
+	drainLimit     int64
+	autoKey        bool
+	attemptHdr     string
+	hooks          int // 0 none, 1 observe, 2 observe and tamper with a.Sleep
+	callerTrace    bool
+	canEnd         bool // a stall will end: deadline, attempt timeout or cancel
+	budget         bool
+	groups         [3]int
+	weights        [smKinds]int
+	statuses       []int
 
 	t0            time.Time
 	deadline      time.Time // zero: none
@@ -491,8 +491,8 @@ func smRun(seed uint64, mut smMutant) (res smResult) {
 		opts = append(opts, WithRetryAfterCap(w.raCap))
 	}
 	if rng.IntN(10) < 4 {
-		w.attemptTO = smPick(rng, 50*time.Millisecond, 500*time.Millisecond, 2*time.Second)
-		opts = append(opts, WithAttemptTimeout(w.attemptTO))
+		w.attemptTimeout = smPick(rng, 50*time.Millisecond, 500*time.Millisecond, 2*time.Second)
+		opts = append(opts, WithAttemptTimeout(w.attemptTimeout))
 	}
 	w.bufferLimit = defaultBufferLimit
 	if rng.IntN(10) < 3 {
@@ -608,7 +608,7 @@ func smRun(seed uint64, mut smMutant) (res smResult) {
 		ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{GotConn: func(httptrace.GotConnInfo) { w.callerGotConn++ }})
 	}
 	w.callerCtx = ctx
-	w.canEnd = !w.deadline.IsZero() || !w.cancelAt.IsZero() || w.attemptTO > 0
+	w.canEnd = !w.deadline.IsZero() || !w.cancelAt.IsZero() || w.attemptTimeout > 0
 
 	req, err := http.NewRequestWithContext(ctx, w.method, "http://api.test/sm", nil)
 	if err != nil {
@@ -642,7 +642,7 @@ func smRun(seed uint64, mut smMutant) (res smResult) {
 
 	w.logf("seed %d mutant %d: %s key=%d body=%d(%d bytes, ContentLength %d) attempts=%d backoff=%v..%v jitter=%d raCap=%v attemptTO=%v buffer=%d drain=%d budget=%q groups=%v autoKey=%v attemptHdr=%q hooks=%d tamper=%s deadline=%v cancel=%v callerTrace=%v weights=%v statuses=%v",
 		seed, mut, w.method, w.keyMode, w.bodyKind, len(w.payload), req.ContentLength, w.maxAttempts, w.initial, w.max, jit,
-		w.raCap, w.attemptTO, w.bufferLimit, w.drainLimit, budgetDesc, w.groups, w.autoKey, w.attemptHdr, w.hooks, tamperDesc,
+		w.raCap, w.attemptTimeout, w.bufferLimit, w.drainLimit, budgetDesc, w.groups, w.autoKey, w.attemptHdr, w.hooks, tamperDesc,
 		smRel(w, w.deadline), smRel(w, w.cancelAt), w.callerTrace, w.weights, w.statuses)
 
 	var next http.RoundTripper = w
@@ -724,8 +724,8 @@ func (w *smWorld) check(req *http.Request, resp *http.Response, err error, ret t
 		w.violate(smVAfterCancel, "returned at %v; canceled at %v", w.at(ret), w.at(w.cancelAt))
 	}
 	for _, c := range calls {
-		if c.kind == smStall && w.attemptTO > 0 && c.end.Sub(c.start) > w.attemptTO {
-			w.violate(smVAttemptTimeout, "attempt %d stalled %v; attempt timeout %v", c.n, c.end.Sub(c.start), w.attemptTO)
+		if c.kind == smStall && w.attemptTimeout > 0 && c.end.Sub(c.start) > w.attemptTimeout {
+			w.violate(smVAttemptTimeout, "attempt %d stalled %v; attempt timeout %v", c.n, c.end.Sub(c.start), w.attemptTimeout)
 		}
 	}
 
@@ -875,7 +875,7 @@ func (w *smWorld) check(req *http.Request, resp *http.Response, err error, ret t
 	}
 	for _, c := range calls {
 		tally["outcome "+smKindNames[c.kind]]++
-		if c.kind == smStall && w.attemptTO > 0 && w.callerCtx.Err() == nil {
+		if c.kind == smStall && w.attemptTimeout > 0 && w.callerCtx.Err() == nil {
 			tally["attempt timeout ended a stall"]++
 		}
 	}

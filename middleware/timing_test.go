@@ -142,7 +142,7 @@ func TestRetryAfterHonoured(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		rt := &fakeRT{status: 503, retryAfter: "7"}
 		var sleeps []time.Duration
-		var srcs []string
+		var srcs []SleepSource
 		tr := NewTransport(rt, WithBackoff(time.Millisecond, time.Millisecond), WithHooks(Hooks{AttemptEnd: func(_ context.Context, a *Attempt) {
 			sleeps, srcs = append(sleeps, a.Sleep), append(srcs, a.SleepSource)
 		}}))

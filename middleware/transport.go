@@ -1,10 +1,7 @@
 package middleware
 
 import (
-	"errors"
-	"fmt"
 	"net/http"
-	"sync"
 
 	"github.com/tankhttp/tank/internal/sendstate"
 )
@@ -24,33 +21,21 @@ import (
 // immutable and each request's state lives in its own RoundTrip call.
 type Transport struct {
 	next http.RoundTripper
-	p    *Policy
+	p    *policy
 	err  error
 }
-
-// ErrNilResponse is returned (wrapped, with the transport's type) when the
-// wrapped RoundTripper returns neither a response nor an error. The request
-// may have been sent, so tank retries it only if it is replayable.
-var ErrNilResponse = errors.New("tank: wrapped RoundTripper returned a nil *http.Response and a nil error")
 
 // NewTransport wraps next (nil: http.DefaultTransport) with tank's
 // classifier and policy. Options given invalid values do not panic: every
 // RoundTrip then fails with the *OptionError (after closing the request
-// body), so the mistake shows on the first request. Use NewPolicy to check
-// options up front.
+// body), so the mistake shows on the first request.
 func NewTransport(next http.RoundTripper, opts ...Option) *Transport {
 	if next == nil {
 		next = http.DefaultTransport
 	}
-	p, err := NewPolicy(opts...)
+	p, err := newPolicy(opts...)
 	return &Transport{next: next, p: p, err: err}
 }
-
-// defaultPolicy serves the zero Transport.
-var defaultPolicy = sync.OnceValue(func() *Policy {
-	p, _ := NewPolicy()
-	return p
-})
 
 // RoundTrip implements http.RoundTripper. It never modifies req and closes
 // req.Body exactly once. When retries end on a response, that response is
@@ -72,7 +57,7 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	p.deposit(req)
 	// Asked once: the answer holds for every attempt of this request.
 	on := p.hooksOn(req)
-	if p.plain(req, on) {
+	if p.fastPath(req, on) {
 		// The success path: no Run, no timer, no body wrapper. A replayable
 		// request needs nothing more; any other gets its send state traced
 		// (a pooled State, plus the context and request copy that carry it).
@@ -91,56 +76,16 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 			}
 			return resp, nil
 		}
-		r := &Run{}
+		r := &run{}
 		r.init(p, req, next, on)
 		r.getBody, r.hasBody = req.GetBody, req.GetBody != nil
 		r.n = 1
-		return r.loop(r.judge(resp, err, st))
+		return r.loop(r.conclude(resp, err, st))
 	}
-	r := &Run{}
+	r := &run{}
 	r.init(p, req, next, on)
 	r.prepareBody()
 	return r.loop(r.Step())
-}
-
-// checked holds the wrapped transport to the RoundTripper contract, as
-// net/http's Client does (and otelhttp for a nil Body), so that a
-// neighbour's bug becomes an error rather than a panic or a leak.
-func checked(next http.RoundTripper, resp *http.Response, err error) (*http.Response, error) {
-	switch {
-	case err != nil:
-		if resp != nil && resp.Body != nil {
-			// The contract allows one or the other; net/http's Client
-			// ignores such a response. Close it so its connection is freed.
-			resp.Body.Close()
-		}
-		return nil, err
-	case resp == nil:
-		return nil, fmt.Errorf("%w (%T)", ErrNilResponse, next)
-	case resp.Body == nil:
-		resp.Body = http.NoBody
-	}
-	return resp, nil
-}
-
-// loop repeats attempts until one is judged Stop.
-func (r *Run) loop(a *Attempt) (*http.Response, error) {
-	for a.Verdict == Retry {
-		if !r.Wait(a.Sleep) {
-			break
-		}
-		a = r.Step()
-	}
-	return r.Result()
-}
-
-// plain reports whether req's first attempt needs nothing from tank but
-// (for a request that is not replayable) its send state: no observers, no
-// per-attempt bound, no group caps, and a body net/http can produce again.
-func (p *Policy) plain(req *http.Request, hooksOn bool) bool {
-	return !hooksOn && len(p.classifiers) == 0 && p.attemptTO == 0 && p.groupCaps == [3]int{} &&
-		!p.needsKey(req) &&
-		(req.Body == nil || req.Body == http.NoBody || req.GetBody != nil)
 }
 
 // CloseIdleConnections forwards to the wrapped transport.

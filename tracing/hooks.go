@@ -278,7 +278,7 @@ func (h *hooks) attemptEnd(ctx context.Context, a *middleware.Attempt) {
 			keyDecision.String(a.Verdict.String()),
 			keyReason.String(string(a.Reason)))
 		if a.Verdict == middleware.Retry {
-			attrs = append(attrs, keySleep.Float64(a.Sleep.Seconds()), keySleepSource.String(a.SleepSource))
+			attrs = append(attrs, keySleep.Float64(a.Sleep.Seconds()), keySleepSource.String(string(a.SleepSource)))
 		}
 		if a.BudgetTokens >= 0 {
 			attrs = append(attrs, keyBudget.Float64(a.BudgetTokens))
@@ -306,7 +306,7 @@ func (h *hooks) attemptEnd(ctx context.Context, a *middleware.Attempt) {
 			keyDecision.String(a.Verdict.String())))
 	}
 	if a.Verdict == middleware.Retry && h.sleeps.Enabled(ctx) {
-		h.sleeps.Record(ctx, a.Sleep.Seconds(), metric.WithAttributes(keySleepSource.String(a.SleepSource)))
+		h.sleeps.Record(ctx, a.Sleep.Seconds(), metric.WithAttributes(keySleepSource.String(string(a.SleepSource))))
 	}
 }
 

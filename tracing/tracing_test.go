@@ -324,7 +324,7 @@ func TestRetryAfterSource(t *testing.T) {
 		t.Fatalf("got %d attempt spans; want 2", len(attempts))
 	}
 	a := attempts[0].Attributes()
-	if v, _ := attr(a, "tank.attempt.sleep_source"); v.AsString() != middleware.SleepRetryAfter {
+	if v, _ := attr(a, "tank.attempt.sleep_source"); v.AsString() != string(middleware.SleepRetryAfter) {
 		t.Errorf("tank.attempt.sleep_source = %q; want %q", v.AsString(), middleware.SleepRetryAfter)
 	}
 	if v, ok := attr(a, "tank.attempt.sleep"); !ok || v.AsFloat64() != 0 {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/cenkalti/backoff/v4"
 
+	"github.com/tankhttp/tank/internal/frontdoor"
 	"github.com/tankhttp/tank/middleware"
 )
 
@@ -43,15 +44,12 @@ import (
 // tank ends the request then (the package doc says how).
 func New(req *http.Request, next http.RoundTripper, opts ...middleware.Option) (backoff.OperationWithData[*http.Response], backoff.BackOff) {
 	s := &state{}
-	p, err := middleware.NewPolicy(opts...)
+	run, err := frontdoor.NewRun[middleware.Option, *middleware.Attempt](req, next, opts...)
 	if err != nil {
-		if req.Body != nil {
-			req.Body.Close()
-		}
 		s.err = backoff.Permanent(err)
 		return s.op, s
 	}
-	s.ctx, s.run = req.Context(), p.NewRun(req, next)
+	s.ctx, s.run = req.Context(), run
 	return s.op, s
 }
 
@@ -59,7 +57,7 @@ func New(req *http.Request, next http.RoundTripper, opts ...middleware.Option) (
 type state struct {
 	mu    sync.Mutex // the operation, NextBackOff and the cancel watcher
 	ctx   context.Context
-	run   *middleware.Run
+	run   frontdoor.Run[*middleware.Attempt]
 	err   error // returned by every call once the request has ended
 	sleep time.Duration
 	stop  func() bool // stops the cancel watcher

@@ -23,7 +23,8 @@
 //
 // # What New gives, and what it cannot
 //
-// The operation makes one attempt per call through middleware.Run, so the
+// The operation makes one attempt per call through the engine of
+// middleware.Transport, so the
 // decisions, the send-state tracing, body replay, the draining of retried
 // responses, Retry-After, the caps and the hooks are the Transport's. The
 // final response comes back intact with a nil error, and a give-up comes

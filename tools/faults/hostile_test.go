@@ -123,7 +123,7 @@ func TestHostileRetryAfter(t *testing.T) {
 		wantWait  time.Duration
 		reason    middleware.Reason
 		raErr     bool
-		sleepFrom string
+		sleepFrom middleware.SleepSource
 	}{
 		// Far beyond the 30s cap (and beyond time.Duration): the 503 is
 		// returned at once, nothing slept.

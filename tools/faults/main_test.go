@@ -188,7 +188,7 @@ type seen struct {
 	Reason  middleware.Reason
 	Sent    bool
 	Sleep   time.Duration
-	Source  string // SleepSource
+	Source  middleware.SleepSource
 	RAErr   error
 }
 

@@ -83,7 +83,7 @@ type matrixRow struct {
 	// source is the SleepSource of every retried attempt ("" unchecked);
 	// raErr: each retried attempt carried a Retry-After tank could not parse
 	// (the last attempt's header is not read: no wait follows it).
-	source string
+	source middleware.SleepSource
 	raErr  bool
 	// errIs: the error must match it with errors.Is.
 	errIs error

@@ -1,11 +1,12 @@
 package tracing
 
 import (
+	"net/http"
+
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
-	"net/http"
 
 	"github.com/tankhttp/tank/middleware"
 )

@@ -55,7 +55,7 @@ func Example() {
 			switch kv.Key {
 			case "http.response.status_code", "http.request.resend_count",
 				"tank.attempt.class", "tank.attempt.sleep", "tank.request.attempts", "tank.request.slept":
-				fmt.Printf(" %s=%s", kv.Key, kv.Value.Emit())
+				fmt.Printf(" %s=%s", kv.Key, kv.Value.String())
 			}
 		}
 		fmt.Println()

@@ -178,7 +178,7 @@ func views(spans []sdktrace.ReadOnlySpan, caller trace.SpanContext) []view {
 			case "server.port", "url.full", "tank.attempt.sleep", "tank.request.slept":
 				continue
 			}
-			v.Attrs[string(kv.Key)] = kv.Value.Emit()
+			v.Attrs[string(kv.Key)] = kv.Value.String()
 		}
 		out = append(out, v)
 	}

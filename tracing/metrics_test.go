@@ -99,7 +99,7 @@ func setString(s attribute.Set, keys ...string) string {
 			out += ","
 		}
 		if v, ok := s.Value(attribute.Key(k)); ok {
-			out += v.Emit()
+			out += v.String()
 		} else {
 			out += "-"
 		}

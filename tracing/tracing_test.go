@@ -50,7 +50,7 @@ func TestRetriedRequestLayout(t *testing.T) {
 			t.Errorf("span %d trace id = %v; want the request's %v", i, got, internal[0].SpanContext().TraceID())
 		}
 		if v, _ := attr(s.Attributes(), "server.port"); v.AsInt64() != int64(port) {
-			t.Errorf("span %d server.port = %v; want %d", i, v.Emit(), port)
+			t.Errorf("span %d server.port = %v; want %d", i, v.String(), port)
 		}
 		if v, _ := attr(s.Attributes(), "url.full"); v.AsString() != srv.URL+"/items?page=2" {
 			t.Errorf("span %d url.full = %q; want %q", i, v.AsString(), srv.URL+"/items?page=2")
@@ -58,14 +58,14 @@ func TestRetriedRequestLayout(t *testing.T) {
 	}
 	for i, want := range []float64{0.001, 0.001} {
 		if v, ok := attr(attempts[i].Attributes(), "tank.attempt.sleep"); !ok || v.AsFloat64() != want {
-			t.Errorf("attempt %d tank.attempt.sleep = %v (present %v); want %v", i+1, v.Emit(), ok, want)
+			t.Errorf("attempt %d tank.attempt.sleep = %v (present %v); want %v", i+1, v.String(), ok, want)
 		}
 	}
 	if _, ok := attr(attempts[2].Attributes(), "tank.attempt.sleep"); ok {
 		t.Errorf("last attempt has tank.attempt.sleep; want none after a stop")
 	}
 	if v, _ := attr(internal[0].Attributes(), "tank.request.slept"); v.AsFloat64() != 0.002 {
-		t.Errorf("tank.request.slept = %v; want 0.002", v.Emit())
+		t.Errorf("tank.request.slept = %v; want 0.002", v.String())
 	}
 	// Each attempt ends before the next starts: the wait is a gap, not a bar.
 	for i := 1; i < 3; i++ {
@@ -102,7 +102,7 @@ func TestAttemptsUnderCallerSpan(t *testing.T) {
 			continue
 		}
 		if v, _ := attr(s.Attributes(), "tank.request.attempts"); v.AsInt64() != 2 {
-			t.Errorf("tank.request.attempts under a caller's span = %v; want 2", v.Emit())
+			t.Errorf("tank.request.attempts under a caller's span = %v; want 2", v.String())
 		}
 	}
 }
@@ -143,7 +143,7 @@ func TestRedirectIsOneTrace(t *testing.T) {
 	for i, want := range []int64{-1, 1, 2} {
 		v, ok := attr(attempts[i].Attributes(), "http.request.resend_count")
 		if (want < 0) == ok || ok && v.AsInt64() != want {
-			t.Errorf("attempt %d: resend_count = %v (present %v); want %d (-1: absent)", i+1, v.Emit(), ok, want)
+			t.Errorf("attempt %d: resend_count = %v (present %v); want %d (-1: absent)", i+1, v.String(), ok, want)
 		}
 	}
 }
@@ -170,13 +170,13 @@ func TestCancelDuringWaitTellsTheTruth(t *testing.T) {
 			t.Fatalf("%d request and %d attempt spans; want 1 and 1", len(internal), len(attempts))
 		}
 		if v, _ := attr(attempts[0].Attributes(), "tank.attempt.sleep"); v.AsFloat64() != 0.3 {
-			t.Errorf("attempt's tank.attempt.sleep = %v; want 0.3, the wait planned", v.Emit())
+			t.Errorf("attempt's tank.attempt.sleep = %v; want 0.3, the wait planned", v.String())
 		}
 		req0 := internal[0]
 		want := map[string]string{"tank.request.outcome": "canceled", "tank.request.slept": "0.05", "error.type": "canceled"}
 		for k, w := range want {
-			if v, _ := attr(req0.Attributes(), k); v.Emit() != w {
-				t.Errorf("request span %s = %q; want %q", k, v.Emit(), w)
+			if v, _ := attr(req0.Attributes(), k); v.String() != w {
+				t.Errorf("request span %s = %q; want %q", k, v.String(), w)
 			}
 		}
 		if st := req0.Status(); st.Code != codes.Error || st.Description != "user closed the tab" {
@@ -328,7 +328,7 @@ func TestRetryAfterSource(t *testing.T) {
 		t.Errorf("tank.attempt.sleep_source = %q; want %q", v.AsString(), middleware.SleepRetryAfter)
 	}
 	if v, ok := attr(a, "tank.attempt.sleep"); !ok || v.AsFloat64() != 0 {
-		t.Errorf("tank.attempt.sleep = %v (present %v); want 0", v.Emit(), ok)
+		t.Errorf("tank.attempt.sleep = %v (present %v); want 0", v.String(), ok)
 	}
 }
 
@@ -416,7 +416,7 @@ func TestWithRequestSpanFalse(t *testing.T) {
 		t.Errorf("attempts share a trace without a parent span")
 	}
 	if v, _ := attr(attempts[1].Attributes(), "http.request.resend_count"); v.AsInt64() != 1 {
-		t.Errorf("second attempt resend_count = %v; want 1", v.Emit())
+		t.Errorf("second attempt resend_count = %v; want 1", v.String())
 	}
 }
 
@@ -502,7 +502,7 @@ func TestConcurrentRequests(t *testing.T) {
 	for _, s := range internal {
 		n := perTrace[s.SpanContext().TraceID()]
 		if v, _ := attr(s.Attributes(), "tank.request.attempts"); v.AsInt64() != int64(n) {
-			t.Errorf("trace %v has %d attempt spans, tank.request.attempts = %v", s.SpanContext().TraceID(), n, v.Emit())
+			t.Errorf("trace %v has %d attempt spans, tank.request.attempts = %v", s.SpanContext().TraceID(), n, v.String())
 		}
 	}
 }

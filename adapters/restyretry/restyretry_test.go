@@ -48,8 +48,7 @@ func newClient(t *testing.T) *resty.Client {
 // last one repeats) and records what it was sent.
 type statusServer struct {
 	*httptest.Server
-	codes  []int
-	header http.Header // sent with every answer but the last code's
+	codes []int
 
 	mu     sync.Mutex
 	bodies []string

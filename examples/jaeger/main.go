@@ -168,7 +168,7 @@ func printTraces(out io.Writer, spans []sdktrace.ReadOnlySpan) {
 				case "tank.attempt.sleep_source":
 					row.SleepSource = kv.Value.AsString()
 				case "http.response.status_code":
-					row.Name += " " + kv.Value.Emit()
+					row.Name += " " + kv.Value.String()
 				}
 			}
 			rows = append(rows, row)

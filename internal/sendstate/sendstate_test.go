@@ -88,15 +88,12 @@ func TestObservedByNetHTTP(t *testing.T) {
 	h2.EnableHTTP2 = true
 	h2.StartTLS()
 	defer h2.Close()
-	refused := h1.URL
-	{
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		refused = "http://" + l.Addr().String()
-		l.Close()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
 	}
+	refused := "http://" + l.Addr().String()
+	l.Close()
 	silent := roundTripFunc(func(*http.Request) (*http.Response, error) { return nil, syscall.ECONNRESET })
 	for _, tt := range []struct {
 		name string

@@ -305,12 +305,6 @@ func (h *hits) add(method string) {
 	notify(h.changed)
 }
 
-func (h *hits) get(method string) int {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return h.n[method]
-}
-
 func (h *hits) total() int {
 	h.mu.Lock()
 	defer h.mu.Unlock()

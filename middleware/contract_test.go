@@ -576,7 +576,7 @@ func TestNonReplayableHidesGetBody(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			var hasGetBody []bool
-			rt := budgetRTFunc(func(req *http.Request) (*http.Response, error) {
+			rt := rtFunc(func(req *http.Request) (*http.Response, error) {
 				hasGetBody = append(hasGetBody, req.GetBody != nil)
 				req.Body.Close()
 				return &http.Response{StatusCode: 503, Header: http.Header{}, Body: http.NoBody, Request: req}, nil

@@ -1,16 +1,10 @@
 package middleware
 
 import (
-	"bytes"
 	"context"
-	"errors"
-	"fmt"
-	"log/slog"
 	"net/http"
-	"strings"
+	"net/http/httptest"
 	"testing"
-	"testing/synctest"
-	"time"
 
 	"github.com/google/go-cmp/cmp"
 )
@@ -60,87 +54,63 @@ func TestHooksAccumulate(t *testing.T) {
 	}
 }
 
-// TestWithSchedule: a caller's schedule gives the waits, is built once per
-// request, and ends retrying by returning false.
-func TestWithSchedule(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		built := 0
-		sched := WithSchedule(func() func(int) (time.Duration, bool) {
-			built++
-			return func(n int) (time.Duration, bool) {
-				switch n {
-				case 1:
-					return -time.Second, true // negative: no wait
-				case 2:
-					return 3 * time.Second, true
-				}
-				return 0, false
-			}
-		})
-		rt := &fakeRT{status: 503}
-		var reasons []Reason
-		tr := NewTransport(rt, sched, WithMaxAttempts(10),
-			WithHooks(Hooks{AttemptEnd: func(_ context.Context, a *Attempt) { reasons = append(reasons, a.Reason) }}))
-		for i := 0; i < 2; i++ {
-			reasons = nil
-			start := time.Now()
-			req, _ := http.NewRequest(http.MethodGet, "http://api.test/", nil)
-			resp, err := tr.RoundTrip(req)
-			if err != nil || resp.StatusCode != 503 {
-				t.Fatalf("RoundTrip = %v, %v; want the 503", resp, err)
-			}
-			if el := time.Since(start); el != 3*time.Second {
-				t.Errorf("took %v of fake time; want 3s (0, then 3s)", el)
-			}
-			want := []Reason{ReasonNotProcessed, ReasonNotProcessed, ReasonAttempts}
-			if diff := cmp.Diff(want, reasons); diff != "" {
-				t.Errorf("reasons (-want +got):\n%s", diff)
-			}
+// TestHooksEnabled: hooks that say they are not wanted for a request are
+// not called for it, and the request still gets tank's retries.
+func TestHooksEnabled(t *testing.T) {
+	for _, want := range []bool{false, true} {
+		calls := 0
+		rt := &budgetFakeRT{status: 503}
+		h := Hooks{
+			Enabled:    func(*http.Request) bool { return want },
+			AttemptEnd: func(context.Context, *Attempt) { calls++ },
 		}
-		if built != 2 || rt.calls != 6 {
-			t.Errorf("schedule built %d times for %d attempts; want 2 (once per request) and 6", built, rt.calls)
+		tr := NewTransport(rt, WithHooks(h), WithBackoff(0, 0))
+		resp, err := tr.RoundTrip(httptest.NewRequest("GET", "http://api.test/", nil))
+		if err != nil || resp.StatusCode != 503 || rt.calls != 3 {
+			t.Fatalf("enabled=%v: %v, %v after %d attempts; want the 503 after 3", want, resp, err, rt.calls)
 		}
-	})
+		if got := calls > 0; got != want {
+			t.Errorf("enabled=%v: AttemptEnd called %d times", want, calls)
+		}
+	}
 }
 
-// TestErrorMessages: every error names the package and what went wrong.
-func TestErrorMessages(t *testing.T) {
-	last := errors.New("read: connection reset by peer")
+// TestHooksEnabledJoin: joined hooks see a request when either side wants it.
+func TestHooksEnabledJoin(t *testing.T) {
+	off := Hooks{Enabled: func(*http.Request) bool { return false }, AttemptEnd: func(context.Context, *Attempt) {}}
+	on := Hooks{AttemptEnd: func(context.Context, *Attempt) {}}
+	req := httptest.NewRequest("GET", "http://api.test/", nil)
 	for _, tt := range []struct {
-		give error
-		want string
+		name string
+		h    Hooks
+		want bool
 	}{
-		{&ExhaustedError{Attempts: 3, Reason: ReasonAttempts, Err: last},
-			"tank: gave up after 3 attempts (attempts_exhausted): read: connection reset by peer"},
-		{&ExhaustedError{Attempts: 1, Reason: ReasonCanceled, cause: errors.New("shutdown")},
-			"tank: gave up after 1 attempt (canceled): shutdown"},
-		{&BodyError{Err: errors.New("gone")}, "tank: request body cannot be replayed: gone"},
-		{&OptionError{"WithMaxAttempts", 0, "must be at least 1"}, "tank: WithMaxAttempts(0): must be at least 1"},
-		{ReasonBudget, "budget_exhausted"},
+		{"off", Hooks{}.join(off), false},
+		{"off+off", off.join(off), false},
+		{"off+always", off.join(on), true},
+		{"always+off", on.join(off), true},
 	} {
-		if got := tt.give.Error(); got != tt.want {
-			t.Errorf("Error() = %q; want %q", got, tt.want)
+		p, _ := newPolicy(WithHooks(tt.h))
+		if got := p.hooksOn(req); got != tt.want {
+			t.Errorf("%s: hooksOn = %v; want %v", tt.name, got, tt.want)
 		}
 	}
-	e := &ExhaustedError{Attempts: 2, Reason: ReasonCanceled, Err: last, cause: context.Canceled}
-	if !errors.Is(e, last) || !errors.Is(e, ReasonCanceled) || !errors.Is(e, context.Canceled) {
-		t.Error("ExhaustedError does not unwrap to its last error, reason and cause")
-	}
-	// Labels print as themselves, with %s, %v and in log/slog records.
-	var logged bytes.Buffer
-	slog.New(slog.NewJSONHandler(&logged, nil)).Info("x", "reason", ReasonNotProcessed, "class", ClassThrottled)
-	slog.New(slog.NewTextHandler(&logged, nil)).Info("x", "reason", ReasonNotProcessed, "class", ClassThrottled)
-	for _, want := range []string{`"reason":"not_processed","class":"throttled"`, `reason=not_processed class=throttled`} {
-		if !strings.Contains(logged.String(), want) {
-			t.Errorf("slog records %q; want them to contain %q", logged.String(), want)
+}
+
+func BenchmarkDisabledHooks(b *testing.B) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	defer srv.Close()
+	base := http.DefaultTransport.(*http.Transport).Clone()
+	defer base.CloseIdleConnections()
+	tr := NewTransport(base, WithHooks(Hooks{Enabled: func(*http.Request) bool { return false },
+		AttemptEnd: func(context.Context, *Attempt) {}}))
+	c := &http.Client{Transport: tr}
+	b.ReportAllocs()
+	for i := 0; i < b.N; i++ {
+		resp, err := c.Get(srv.URL)
+		if err != nil {
+			b.Fatal(err)
 		}
-	}
-	if got := fmt.Sprintf("%s %v %s %v", ReasonNotProcessed, ReasonDeadline, ClassReset, ClassThrottled); got != "not_processed deadline reset throttled" {
-		t.Errorf("Sprintf of labels = %q; want %q", got, "not_processed deadline reset throttled")
-	}
-	for _, v := range []Verdict{Pass, Retry, Stop} {
-		if s := v.String(); s == "" || strings.Contains(s, "(") {
-			t.Errorf("Verdict(%d).String() = %q", v, s)
-		}
+		resp.Body.Close()
 	}
 }

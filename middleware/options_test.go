@@ -2,7 +2,11 @@ package middleware
 
 import (
 	"errors"
+	"net"
 	"net/http"
+	"net/http/httptest"
+	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -92,5 +96,46 @@ func TestWaitOptionsIgnoreOrder(t *testing.T) {
 	b, _ := newPolicy(jitter, backoff)
 	if a.initial != b.initial || a.maxWait != b.maxWait || a.jitter != b.jitter || a.jitter != JitterNone {
 		t.Errorf("WithBackoff and WithJitter depend on their order: %v/%v/%v against %v/%v/%v", a.initial, a.maxWait, a.jitter, b.initial, b.maxWait, b.jitter)
+	}
+}
+
+func TestAttemptHeaderOnRetriesOnly(t *testing.T) {
+	var seen []string
+	rt := rtFunc(func(req *http.Request) (*http.Response, error) {
+		seen = append(seen, req.Header.Get("X-Attempt"))
+		return &http.Response{StatusCode: 503, Header: http.Header{}, Body: http.NoBody, Request: req}, nil
+	})
+	req := httptest.NewRequest("GET", "http://api.test/", nil)
+	resp, err := NewTransport(rt, WithAttemptHeader("X-Attempt"), WithBackoff(0, 0)).RoundTrip(req)
+	if err != nil || resp.StatusCode != 503 {
+		t.Fatal(resp, err)
+	}
+	if got := len(seen); got != 3 || seen[0] != "" || seen[1] != "2" || seen[2] != "3" {
+		t.Errorf("attempt headers %q; want [\"\" \"2\" \"3\"]", seen)
+	}
+	if req.Header.Get("X-Attempt") != "" {
+		t.Error("the caller's request gained the attempt header")
+	}
+	if _, err := newPolicy(WithAttemptHeader("bad header")); err == nil {
+		t.Error("WithAttemptHeader(\"bad header\") accepted")
+	}
+}
+
+func TestIdempotencyKeysMakePostReplayable(t *testing.T) {
+	var keys []string
+	rt := rtFunc(func(req *http.Request) (*http.Response, error) {
+		keys = append(keys, req.Header.Get("Idempotency-Key"))
+		return nil, &net.OpError{Op: "read", Net: "tcp", Err: syscall.ECONNRESET}
+	})
+	req := httptest.NewRequest("POST", "http://api.test/", strings.NewReader("pay"))
+	tr := NewTransport(rt, WithIdempotencyKeys(true), WithBackoff(0, 0))
+	if _, err := tr.RoundTrip(req); !errors.Is(err, ReasonAttempts) {
+		t.Fatalf("err = %v; want attempts exhausted after retries", err)
+	}
+	if len(keys) != 3 || keys[0] == "" || keys[0] != keys[1] || keys[1] != keys[2] {
+		t.Errorf("keys %q; want one generated key on all 3 attempts", keys)
+	}
+	if req.Header.Get("Idempotency-Key") != "" {
+		t.Error("the caller's request gained the key")
 	}
 }

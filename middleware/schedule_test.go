@@ -126,3 +126,46 @@ func TestRetriesOverHTTP2(t *testing.T) {
 		t.Errorf("server saw %d connections; want 1 (HTTP/2 streams share it)", conns.Load())
 	}
 }
+
+// TestWithSchedule: a caller's schedule gives the waits, is built once per
+// request, and ends retrying by returning false.
+func TestWithSchedule(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		built := 0
+		sched := WithSchedule(func() func(int) (time.Duration, bool) {
+			built++
+			return func(n int) (time.Duration, bool) {
+				switch n {
+				case 1:
+					return -time.Second, true // negative: no wait
+				case 2:
+					return 3 * time.Second, true
+				}
+				return 0, false
+			}
+		})
+		rt := &fakeRT{status: 503}
+		var reasons []Reason
+		tr := NewTransport(rt, sched, WithMaxAttempts(10),
+			WithHooks(Hooks{AttemptEnd: func(_ context.Context, a *Attempt) { reasons = append(reasons, a.Reason) }}))
+		for i := 0; i < 2; i++ {
+			reasons = nil
+			start := time.Now()
+			req, _ := http.NewRequest(http.MethodGet, "http://api.test/", nil)
+			resp, err := tr.RoundTrip(req)
+			if err != nil || resp.StatusCode != 503 {
+				t.Fatalf("RoundTrip = %v, %v; want the 503", resp, err)
+			}
+			if el := time.Since(start); el != 3*time.Second {
+				t.Errorf("took %v of fake time; want 3s (0, then 3s)", el)
+			}
+			want := []Reason{ReasonNotProcessed, ReasonNotProcessed, ReasonAttempts}
+			if diff := cmp.Diff(want, reasons); diff != "" {
+				t.Errorf("reasons (-want +got):\n%s", diff)
+			}
+		}
+		if built != 2 || rt.calls != 6 {
+			t.Errorf("schedule built %d times for %d attempts; want 2 (once per request) and 6", built, rt.calls)
+		}
+	})
+}

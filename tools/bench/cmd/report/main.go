@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"image/color"
 	"log"
+	"math"
 	"os"
 	"path/filepath"
 	"sort"
@@ -185,9 +186,10 @@ func reportPeers(file, out string) error {
 	p.Title.Text = "CPU per request on loopback (success path, sequential, median)"
 	p.Y.Label.Text = "µs of CPU per request (client + in-process server)"
 	var names []string
+	var top float64
 	w := vg.Points(12)
-	for i, method := range []string{"GET", "POST"} {
-		d := data[key{"ok", method, "seq"}]
+	for i, method := range []string{"GET", "POST (1 KiB body)"} {
+		d := data[key{"ok", strings.Fields(method)[0], "seq"}]
 		var vals plotter.Values
 		names = names[:0]
 		for _, lib := range order {
@@ -196,6 +198,7 @@ func reportPeers(file, out string) error {
 			}
 			names = append(names, lib)
 			vals = append(vals, med(d[lib], cpu)/1e3)
+			top = max(top, vals[len(vals)-1])
 		}
 		bars, err := plotter.NewBarChart(vals, w)
 		if err != nil {
@@ -205,9 +208,12 @@ func reportPeers(file, out string) error {
 		bars.LineStyle.Width = 0
 		bars.Offset = w * vg.Length(2*i-1) / 2
 		p.Add(bars)
-		p.Legend.Add(method+" (1 KiB body for POST)", bars)
+		p.Legend.Add(method, bars)
 	}
-	p.Legend.Top = true
+	// Room above the tallest bar for the legend, which sits there, left.
+	p.Y.Min, p.Y.Max = 0, math.Ceil(top*1.25/100)*100
+	p.Legend.Top, p.Legend.Left = true, true
+	p.Legend.XOffs = vg.Points(40)
 	p.NominalX(names...)
 	p.X.Tick.Label.Rotation = 0.5
 	p.X.Tick.Label.XAlign = -0.8
@@ -236,10 +242,12 @@ func reportStorm(file, out string) error {
 	p.Title.Text = "Offered load at the server: outage from 10 s to 20 s"
 	p.X.Label.Text = "time (s)"
 	p.Y.Label.Text = "requests per second (100 ms buckets)"
+	var top float64
 	for i, r := range rs {
 		pts := make(plotter.XYs, len(r.Offered))
 		for j, v := range r.Offered {
 			pts[j] = plotter.XY{X: float64(j) * r.BucketSeconds, Y: v}
+			top = max(top, v)
 		}
 		l, err := plotter.NewLine(pts)
 		if err != nil {
@@ -254,6 +262,17 @@ func reportStorm(file, out string) error {
 		p.Add(l)
 		p.Legend.Add(r.Strategy, l)
 	}
-	p.Legend.Top = true
+	// Room above the peak: no line touches the frame, and the legend sits
+	// in the quiet first 10 s, top left.
+	p.Y.Min, p.Y.Max = 0, math.Ceil(top*1.2/500)*500
+	p.Y.Tick.Marker = plot.TickerFunc(func(_, hi float64) []plot.Tick {
+		var ts []plot.Tick
+		for v := 0.0; v <= hi; v += 1000 {
+			ts = append(ts, plot.Tick{Value: v, Label: strconv.Itoa(int(v))})
+		}
+		return ts
+	})
+	p.Legend.Top, p.Legend.Left = true, true
+	p.Legend.XOffs = vg.Points(40)
 	return p.Save(10*vg.Inch, 5*vg.Inch, filepath.Join(out, "storm_offered_load.png"))
 }

@@ -8,7 +8,7 @@ import (
 	"time"
 )
 
-// Defaults. DESIGN.md and the README explain each choice.
+// Defaults. The README and docs/design.md explain each choice.
 const (
 	defaultMaxAttempts   = 3
 	defaultInitial       = 100 * time.Millisecond
@@ -75,19 +75,32 @@ func newPolicy(opts ...Option) (*policy, error) {
 		now:              time.Now,
 		rand:             rand.Float64,
 	}
+	return p.with(opts)
+}
+
+// with returns a copy of p with opts applied on top. p is not changed:
+// options replace slices and maps rather than write to them. A schedule and
+// a backoff conflict only when both are given in opts; either one given in
+// opts replaces the other from p.
+func (p *policy) with(opts []Option) (*policy, error) {
+	q := *p
+	q.backoffSet, q.jitterSet, q.schedule = false, false, nil
 	for _, o := range opts {
 		if o == nil {
 			continue
 		}
-		if err := o.apply(p); err != nil {
+		if err := o.apply(&q); err != nil {
 			return nil, err
 		}
 	}
-	if p.schedule != nil && (p.backoffSet || p.jitterSet) {
+	if q.schedule != nil && (q.backoffSet || q.jitterSet) {
 		return nil, &OptionError{"WithSchedule", "with WithBackoff or WithJitter", "the schedule replaces the backoff: give one or the other"}
 	}
-	p.hasHooks = !p.hooks.empty()
-	return p, nil
+	if q.schedule == nil && !q.backoffSet && !q.jitterSet {
+		q.schedule = p.schedule
+	}
+	q.hasHooks = !q.hooks.empty()
+	return &q, nil
 }
 
 var defaultMethods = map[string]bool{
@@ -187,7 +200,7 @@ var defaultPolicy = sync.OnceValue(func() *policy {
 	return p
 })
 
-// plain reports whether req's first attempt needs nothing from tank but
+// fastPath reports whether req's first attempt needs nothing from tank but
 // (for a request that is not replayable) its send state: no observers, no
 // per-attempt bound, no group caps, and a body net/http can produce again.
 func (p *policy) fastPath(req *http.Request, hooksOn bool) bool {

@@ -17,11 +17,11 @@ import (
 	"github.com/tankhttp/tank/internal/sendstate"
 )
 
-// A Run is one logical request under a Policy, for front doors that own
-// their retry loop (adapters/backoffretry). The Transport uses the same
-// machinery internally.
+// A run is one logical request under a policy: the engine behind every
+// front door. The Transport drives it itself; front doors that own their
+// retry loop (adapters/backoffretry) drive it through internal/frontdoor.
 //
-// Concurrency: a Run belongs to one request and is not safe for concurrent
+// Concurrency: a run belongs to one request and is not safe for concurrent
 // use; build one per request with policy.newRun.
 type run struct {
 	p          *policy
@@ -36,6 +36,7 @@ type run struct {
 	body    io.ReadCloser                 // body for the next attempt
 	getBody func() (io.ReadCloser, error) // nil: the body cannot be sent again
 	hasBody bool
+	outcome *Outcome         // filled in when the request ends, if the caller asked
 	rec     *replay.Recorder // records a body without GetBody as it is sent
 	paid    bool             // a budget token was drawn for the retry to come
 	early   bool             // the caller's context was done before the attempt was handed over
@@ -180,7 +181,7 @@ func (r *run) send() (*http.Response, *sendstate.State, error) {
 	return resp, st, err
 }
 
-// judge classifies the attempt, decides, and applies the decision.
+// conclude classifies the attempt, decides, and applies the decision.
 // st is nil when the send state was not traced.
 func (r *run) conclude(resp *http.Response, err error, st *sendstate.State) *Attempt {
 	p := r.p
@@ -300,6 +301,9 @@ func (r *run) finish() {
 		return
 	}
 	r.done = true
+	if r.last != nil {
+		r.outcome.fill(r.n, r.last.Reason, r.slept)
+	}
 	if r.rec != nil {
 		r.rec.Finish()
 	}
@@ -438,12 +442,18 @@ func (r *run) loop(a *Attempt) (*http.Response, error) {
 func init() {
 	frontdoor.Register(func(req *http.Request, next http.RoundTripper, opts ...Option) (frontdoor.Run[*Attempt], error) {
 		p, err := newPolicy(opts...)
+		var out *Outcome
+		if err == nil {
+			p, out, err = p.forRequest(req)
+		}
 		if err != nil {
 			if req.Body != nil {
 				req.Body.Close()
 			}
 			return nil, err
 		}
-		return p.newRun(req, next), nil
+		r := p.newRun(req, next)
+		r.outcome = out
+		return r, nil
 	})
 }

@@ -17,8 +17,8 @@ import (
 // classifier is not recovered: it reaches the caller unchanged, as it would
 // without tank.
 //
-// Concurrency: a Transport is safe for concurrent use; its Policy is
-// immutable and each request's state lives in its own RoundTrip call.
+// Concurrency: a Transport is safe for concurrent use; its rules are fixed
+// when it is built and each request's state lives in its own RoundTrip call.
 type Transport struct {
 	next http.RoundTripper
 	p    *policy
@@ -54,11 +54,18 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if next == nil {
 		next = http.DefaultTransport
 	}
+	p, out, err := p.forRequest(req)
+	if err != nil {
+		if req.Body != nil {
+			req.Body.Close()
+		}
+		return nil, err
+	}
 	p.deposit(req)
 	// Asked once: the answer holds for every attempt of this request.
 	on := p.hooksOn(req)
 	if p.fastPath(req, on) {
-		// The success path: no Run, no timer, no body wrapper. A replayable
+		// The success path: no run, no timer, no body wrapper. A replayable
 		// request needs nothing more; any other gets its send state traced
 		// (a pooled State, plus the context and request copy that carry it).
 		var st *sendstate.State
@@ -74,15 +81,16 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 			if st != nil {
 				sendstate.Put(st)
 			}
+			out.fill(1, ReasonFinal, 0)
 			return resp, nil
 		}
-		r := &run{}
+		r := &run{outcome: out}
 		r.init(p, req, next, on)
 		r.getBody, r.hasBody = req.GetBody, req.GetBody != nil
 		r.n = 1
 		return r.loop(r.conclude(resp, err, st))
 	}
-	r := &run{}
+	r := &run{outcome: out}
 	r.init(p, req, next, on)
 	r.prepareBody()
 	return r.loop(r.Step())

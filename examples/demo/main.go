@@ -94,7 +94,8 @@ func run(out io.Writer) error {
 			fmt.Fprintf(out, "  attempt %d  class=%-13s decision=%-5s reason=%s%s\n",
 				a.Number, a.Class, a.Verdict, string(a.Reason), sleep)
 			if cancel, ok := ctx.Value(cancelKey{}).(context.CancelCauseFunc); ok && a.Sleep > 0 {
-				cancel(errors.New("demo: user pressed cancel"))
+				// The user presses cancel halfway through the wait.
+				time.AfterFunc(a.Sleep/2, func() { cancel(errors.New("demo: user pressed cancel")) })
 			}
 		},
 	}
@@ -140,8 +141,8 @@ func run(out io.Writer) error {
 			defer c2()
 		}
 		if s.cancel {
-			// Cancel as soon as the first attempt has been judged, while tank waits.
-			ctx = withCancelAfterFirst(ctx, cancel)
+			// Cancel halfway through the first wait.
+			ctx = withCancelDuringWait(ctx, cancel)
 		}
 		var body io.Reader
 		if s.method == "POST" {
@@ -181,27 +182,40 @@ func run(out io.Writer) error {
 	return nil
 }
 
-// withCancelAfterFirst marks ctx so that the demo's AttemptEnd hook cancels
-// it (with a cause) as soon as tank has decided to wait: the cancellation
-// lands during the wait.
-func withCancelAfterFirst(ctx context.Context, cancel context.CancelCauseFunc) context.Context {
+// withCancelDuringWait marks ctx so that, once tank has decided to wait,
+// the demo's AttemptEnd hook arranges for it to be cancelled (with a cause)
+// halfway through the wait.
+func withCancelDuringWait(ctx context.Context, cancel context.CancelCauseFunc) context.Context {
 	return context.WithValue(ctx, cancelKey{}, cancel)
 }
 
 type cancelKey struct{}
 
 // drawWaterfall renders one request's spans: the request span first, then
-// its attempts in order.
+// its attempts in order. When the caller gave up during a wait, the last
+// attempt's span still says the wait tank planned; the request span says
+// the outcome and how long tank really slept, and the drawing shows both.
 func drawWaterfall(out io.Writer, spans []sdktrace.ReadOnlySpan) {
 	var rows []waterfall.Span
+	var slept time.Duration                // tank.request.slept: the time really waited
 	for i := len(spans) - 1; i >= 0; i-- { // the request span ends last
 		s := spans[i]
 		if s.SpanKind() != trace.SpanKindInternal {
 			continue
 		}
-		rows = append(rows, waterfall.Span{Name: s.Name(), Start: s.StartTime(), End: s.EndTime()})
+		row := waterfall.Span{Name: s.Name(), Start: s.StartTime(), End: s.EndTime(), Error: s.Status().Code == codes.Error}
+		for _, kv := range s.Attributes() {
+			switch kv.Key {
+			case "tank.request.outcome":
+				row.Outcome = kv.Value.AsString()
+			case "tank.request.slept":
+				slept = seconds(kv.Value.AsFloat64())
+			}
+		}
+		rows = append(rows, row)
 		break
 	}
+	var planned time.Duration // the waits of the attempts before the last
 	for _, s := range spans {
 		if s.SpanKind() != trace.SpanKindClient {
 			continue
@@ -212,12 +226,20 @@ func drawWaterfall(out io.Writer, spans []sdktrace.ReadOnlySpan) {
 			case "tank.attempt.class":
 				row.Class = kv.Value.AsString()
 			case "tank.attempt.sleep":
-				row.Sleep = time.Duration(kv.Value.AsFloat64() * float64(time.Second))
+				row.Sleep = seconds(kv.Value.AsFloat64())
 			case "tank.attempt.sleep_source":
 				row.SleepSource = kv.Value.AsString()
 			}
 		}
+		if n := len(rows); n > 1 {
+			planned += rows[n-1].Sleep
+		}
 		rows = append(rows, row)
+	}
+	if n := len(rows); n > 1 && rows[0].Outcome == string(middleware.ReasonCanceled) && rows[n-1].Sleep > 0 {
+		// The caller gave up during the last attempt's wait: what was
+		// waited of it is the request's total minus the earlier waits.
+		rows[n-1].Cut, rows[n-1].Waited = true, max(slept-planned, 0)
 	}
 	var b strings.Builder
 	waterfall.Render(&b, rows)
@@ -225,3 +247,6 @@ func drawWaterfall(out io.Writer, spans []sdktrace.ReadOnlySpan) {
 		fmt.Fprintln(out, "   ", line)
 	}
 }
+
+// seconds converts an attribute's seconds to a Duration.
+func seconds(s float64) time.Duration { return time.Duration(s * float64(time.Second)) }

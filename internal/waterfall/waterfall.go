@@ -27,6 +27,22 @@ type Span struct {
 	Sleep time.Duration // the wait after the span, 0 for none
 	// SleepSource says where the wait came from ("backoff", "retry_after").
 	SleepSource string
+	// Cut says the wait was cut short (the caller gave up during it) after
+	// Waited: Sleep is then the wait that was planned, the dots show only
+	// Waited, and the note both.
+	Cut    bool
+	Waited time.Duration
+	// Outcome is how a request ended (tank's reason: "final", "canceled",
+	// ...), or "".
+	Outcome string
+}
+
+// waited is the wait the span was really followed by.
+func (s Span) waited() time.Duration {
+	if s.Cut {
+		return s.Waited
+	}
+	return s.Sleep
 }
 
 // Width is the number of columns of the time axis.
@@ -39,7 +55,8 @@ const (
 
 // Render writes spans, in the order given, as a waterfall: a header with
 // the time axis, then a line per span with its name, its bar, its
-// duration and its class and wait. It writes nothing for no spans.
+// duration, and its outcome, class and wait (planned and waited, when
+// the wait was cut). It writes nothing for no spans.
 func Render(w io.Writer, spans []Span) error {
 	if len(spans) == 0 {
 		return nil
@@ -50,7 +67,7 @@ func Render(w io.Writer, spans []Span) error {
 		if s.Start.Before(t0) {
 			t0 = s.Start
 		}
-		if e := s.End.Add(s.Sleep); e.After(t1) {
+		if e := s.End.Add(s.waited()); e.After(t1) {
 			t1 = e
 		}
 		label = max(label, len([]rune(s.Name))+2*s.Depth)
@@ -72,24 +89,33 @@ func Render(w io.Writer, spans []Span) error {
 		for i := from; i <= to; i++ {
 			bar[i] = barCell
 		}
-		if s.Sleep > 0 {
-			for i := to + 1; i <= col(s.End.Add(s.Sleep)); i++ {
+		if w := s.waited(); w > 0 {
+			for i := to + 1; i <= col(s.End.Add(w)); i++ {
 				bar[i] = sleepCell
 			}
 		}
 		name := strings.Repeat("  ", s.Depth) + s.Name
 		fmt.Fprintf(&b, "%-*s  %s  %7s", label, name, string(bar), fmtDur(s.End.Sub(s.Start)))
 		var notes []string
+		if s.Outcome != "" {
+			notes = append(notes, "outcome "+s.Outcome)
+		}
 		if s.Class != "" {
 			notes = append(notes, s.Class)
 		}
 		if s.Error {
 			notes = append(notes, "error")
 		}
-		if s.Sleep > 0 {
+		if s.Sleep > 0 || s.Cut {
 			n := "then sleep " + fmtDur(s.Sleep)
+			if s.Cut {
+				n = "planned sleep " + fmtDur(s.Sleep)
+			}
 			if s.SleepSource != "" {
 				n += " (" + s.SleepSource + ")"
+			}
+			if s.Cut {
+				n += ", cut after " + fmtDur(s.Waited)
 			}
 			notes = append(notes, n)
 		}

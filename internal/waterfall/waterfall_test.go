@@ -34,6 +34,33 @@ func TestRender(t *testing.T) {
 	}
 }
 
+// TestRenderCutWait: a wait cut by the caller is drawn as far as it went,
+// with the plan and the wait in the note, and the request's outcome.
+func TestRenderCutWait(t *testing.T) {
+	t0 := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	at := func(ms float64) time.Time { return t0.Add(time.Duration(ms * float64(time.Millisecond))) }
+	spans := []Span{
+		{Name: "GET (tank)", Start: at(0), End: at(20), Error: true, Outcome: "canceled"},
+		{Name: "GET", Depth: 1, Start: at(0), End: at(4), Class: "unavailable", Error: true,
+			Sleep: 300 * time.Millisecond, SleepSource: "backoff", Cut: true, Waited: 16 * time.Millisecond},
+	}
+	var b strings.Builder
+	if err := Render(&b, spans); err != nil {
+		t.Fatal(err)
+	}
+	// 20ms over 50 columns: 0.4ms a column; the planned 300ms is not drawn.
+	bar := func(from, cells, dots int) string {
+		s := strings.Repeat(" ", from) + strings.Repeat("█", cells) + strings.Repeat("·", dots)
+		return s + strings.Repeat(" ", Width-from-cells-dots)
+	}
+	want := "            0" + strings.Repeat(" ", 45) + "20ms\n" +
+		"GET (tank)  " + bar(0, 50, 0) + "     20ms  outcome canceled, error\n" +
+		"  GET       " + bar(0, 11, 39) + "      4ms  unavailable, error, planned sleep 300ms (backoff), cut after 16ms\n"
+	if got := b.String(); got != want {
+		t.Errorf("Render =\n%s\nwant\n%s", got, want)
+	}
+}
+
 func TestRenderEdges(t *testing.T) {
 	t0 := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 	for _, tt := range []struct {

@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -20,8 +21,10 @@ import (
 
 	"github.com/cenkalti/backoff/v4"
 	"github.com/go-resty/resty/v2"
+	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
 	"go.opentelemetry.io/otel/propagation"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/resource"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
@@ -229,6 +232,13 @@ func (f *flaky) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	io.WriteString(w, "ok")
 }
 
+// sent returns the traceparent of each request received so far.
+func (f *flaky) sent() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.parent)
+}
+
 // A frontDoor sends a GET through base with opts and returns its status.
 type frontDoor func(t *testing.T, base http.RoundTripper, url string, opts []middleware.Option) int
 
@@ -304,7 +314,7 @@ func TestRetriesInJaeger(t *testing.T) {
 			if len(data) != 1 {
 				t.Fatalf("jaeger holds %d traces for the request; want 1", len(data))
 			}
-			checkTrace(t, data[0], srv.parent)
+			checkTrace(t, data[0], srv.sent())
 		})
 	}
 }
@@ -372,4 +382,294 @@ func checkTrace(t *testing.T, tr jTrace, sent []string) {
 			t.Errorf("attempt %d tank.attempt.sleep_source = %v; want backoff", i+1, src)
 		}
 	}
+}
+
+// exportTo returns a tracer provider that exports every span to the Jaeger
+// at otlp as it ends, as service.
+func exportTo(t *testing.T, otlp, service string) *sdktrace.TracerProvider {
+	t.Helper()
+	exp, err := otlptracehttp.New(context.Background(), otlptracehttp.WithEndpoint(otlp), otlptracehttp.WithInsecure())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sdktrace.NewTracerProvider(sdktrace.WithSyncer(exp),
+		sdktrace.WithResource(resource.NewWithAttributes(semconv.SchemaURL, semconv.ServiceName(service))))
+}
+
+// scope returns the instrumentation scope Jaeger recorded for s.
+func (s jSpan) scope() string {
+	for _, k := range []string{"otel.scope.name", "otel.library.name"} {
+		if v, ok := s.tag(k); ok {
+			return fmt.Sprint(v)
+		}
+	}
+	return ""
+}
+
+// byKind returns the spans of tr whose span.kind is kind, in start order.
+func (tr jTrace) byKind(kind string) []jSpan {
+	var out []jSpan
+	for _, s := range tr.Spans {
+		if k, _ := s.tag("span.kind"); k == kind {
+			out = append(out, s)
+		}
+	}
+	slices.SortStableFunc(out, func(a, b jSpan) int { return int(a.StartTime - b.StartTime) })
+	return out
+}
+
+// childOf reports whether s's only reference is CHILD_OF parent.
+func (s jSpan) childOf(parent jSpan) bool {
+	return len(s.References) == 1 && s.References[0].RefType == "CHILD_OF" && s.References[0].SpanID == parent.SpanID
+}
+
+// recorder is a loopback server that answers with answer and records each
+// request's traceparent.
+type recorder struct {
+	mu     sync.Mutex
+	parent []string
+	answer func(w http.ResponseWriter, r *http.Request, n int)
+}
+
+func (rc *recorder) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	io.Copy(io.Discard, r.Body)
+	rc.mu.Lock()
+	rc.parent = append(rc.parent, r.Header.Get("Traceparent"))
+	n := len(rc.parent)
+	rc.mu.Unlock()
+	rc.answer(w, r, n)
+}
+
+func (rc *recorder) sent() []string {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	return slices.Clone(rc.parent)
+}
+
+// TestTraceShapesInJaeger reads back from a real Jaeger the traces of the
+// setups package tracing gives a shape to:
+//
+//   - otelhttp inside tank, and otelhttp outside tank, both with
+//     otelhttp.WithFilter(tracing.Filter(...)) and the same providers as
+//     tank: a GET answered 503, 503, 200 is tank's request span over
+//     exactly three CLIENT spans, tank's, with resend counts and the
+//     traceparent each server hit received naming its attempt; no otelhttp
+//     span; http.client.request.duration measured three times, by tank;
+//   - a 307 redirect, then a 503 retried on the new location: one trace,
+//     the second hop's request span a child of the first's, resend counts
+//     across hops;
+//   - a cancel during a wait: the attempt span keeps the planned sleep, the
+//     request span says canceled, with the cause and the time slept.
+func TestTraceShapesInJaeger(t *testing.T) {
+	query, otlp := startJaeger(t)
+	run := strconv.FormatInt(time.Now().UnixNano(), 36)
+	policy := []middleware.Option{
+		middleware.WithBackoff(20*time.Millisecond, time.Second),
+		middleware.WithJitter(middleware.JitterNone),
+	}
+
+	for _, order := range []struct {
+		name string
+		wrap func(base http.RoundTripper, tank []middleware.Option, oh []otelhttp.Option) http.RoundTripper
+	}{
+		{"otelhttp-inside-tank", func(base http.RoundTripper, tank []middleware.Option, oh []otelhttp.Option) http.RoundTripper {
+			return middleware.NewTransport(otelhttp.NewTransport(base, oh...), tank...)
+		}},
+		{"otelhttp-outside-tank", func(base http.RoundTripper, tank []middleware.Option, oh []otelhttp.Option) http.RoundTripper {
+			return otelhttp.NewTransport(middleware.NewTransport(base, tank...), oh...)
+		}},
+	} {
+		t.Run(order.name+"-filtered", func(t *testing.T) {
+			ctx := context.Background()
+			service := "tank-e2e-" + order.name + "-" + run
+			tp := exportTo(t, otlp, service)
+			reader := sdkmetric.NewManualReader()
+			mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
+			defer mp.Shutdown(ctx)
+			topts := []tracing.Option{
+				tracing.WithTracerProvider(tp), tracing.WithMeterProvider(mp), tracing.WithPropagators(propagation.TraceContext{}),
+			}
+			oopts := []otelhttp.Option{
+				otelhttp.WithTracerProvider(tp), otelhttp.WithMeterProvider(mp), otelhttp.WithPropagators(propagation.TraceContext{}),
+				otelhttp.WithFilter(tracing.Filter(topts...)),
+			}
+			srv := &flaky{}
+			hs := httptest.NewServer(srv)
+			defer hs.Close()
+			base := &http.Transport{}
+			defer base.CloseIdleConnections()
+
+			client := &http.Client{Transport: order.wrap(base, append(slices.Clone(policy), tracing.With(topts...)), oopts)}
+			resp, err := client.Get(hs.URL)
+			if err != nil {
+				t.Fatal(err)
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if err := tp.Shutdown(ctx); err != nil {
+				t.Fatalf("exporting to jaeger: %v", err)
+			}
+			if resp.StatusCode != 200 {
+				t.Fatalf("status = %d; want 200", resp.StatusCode)
+			}
+
+			data := traces(t, query, service, 4)
+			if len(data) != 1 {
+				t.Fatalf("jaeger holds %d traces for the request; want 1", len(data))
+			}
+			// checkTrace asserts exactly 4 spans: tank's request span and 3
+			// CLIENT attempt spans carrying tank.attempt.*, resend counts, and
+			// each server hit's parent.
+			checkTrace(t, data[0], srv.sent())
+			if n := len(data[0].byKind("client")); n != 3 {
+				t.Errorf("%d CLIENT spans; want 3, one per physical attempt", n)
+			}
+			for _, s := range data[0].Spans {
+				if sc := s.scope(); sc != "github.com/tankhttp/tank/tracing" {
+					t.Errorf("span %q is from %q; want only tank's spans", s.OperationName, sc)
+				}
+			}
+			if got := durationCounts(t, reader); got["github.com/tankhttp/tank/tracing"] != 3 || len(got) != 1 {
+				t.Errorf("http.client.request.duration measurements by scope = %v; want 3, all tank's", got)
+			}
+		})
+	}
+
+	t.Run("redirect", func(t *testing.T) {
+		ctx := context.Background()
+		service := "tank-e2e-redirect-" + run
+		tp := exportTo(t, otlp, service)
+		srv := &recorder{answer: func(w http.ResponseWriter, r *http.Request, n int) {
+			switch {
+			case r.URL.Path == "/old":
+				http.Redirect(w, r, "/new", http.StatusTemporaryRedirect)
+			case n == 2: // the first request to /new
+				w.WriteHeader(http.StatusServiceUnavailable)
+			default:
+				io.WriteString(w, "ok")
+			}
+		}}
+		hs := httptest.NewServer(srv)
+		defer hs.Close()
+		base := &http.Transport{}
+		defer base.CloseIdleConnections()
+
+		client := &http.Client{Transport: middleware.NewTransport(base, append(slices.Clone(policy),
+			tracing.With(tracing.WithTracerProvider(tp), tracing.WithPropagators(propagation.TraceContext{})))...)}
+		resp, err := client.Get(hs.URL + "/old")
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if err := tp.Shutdown(ctx); err != nil {
+			t.Fatalf("exporting to jaeger: %v", err)
+		}
+		if resp.StatusCode != 200 {
+			t.Fatalf("status = %d; want 200 after a redirect and a retry", resp.StatusCode)
+		}
+
+		data := traces(t, query, service, 5)
+		if len(data) != 1 {
+			t.Fatalf("jaeger holds %d traces for the redirect chain; want 1", len(data))
+		}
+		tr := data[0]
+		hops, attempts := tr.byKind("internal"), tr.byKind("client")
+		if len(tr.Spans) != 5 || len(hops) != 2 || len(attempts) != 3 {
+			t.Fatalf("trace has %d spans, %d INTERNAL and %d CLIENT; want 5: a request span per hop and 3 attempts", len(tr.Spans), len(hops), len(attempts))
+		}
+		if len(hops[0].References) != 0 || !hops[1].childOf(hops[0]) {
+			t.Errorf("hop request spans' references = %+v, %+v; want a root, then CHILD_OF the first hop", hops[0].References, hops[1].References)
+		}
+		for i, hop := range []int{0, 1, 1} {
+			if !attempts[i].childOf(hops[hop]) {
+				t.Errorf("attempt %d references = %+v; want CHILD_OF hop %d's request span", i+1, attempts[i].References, hop+1)
+			}
+		}
+		for i, want := range []float64{1, 2} {
+			if got, _ := hops[i].tag("tank.request.attempts"); got != want {
+				t.Errorf("hop %d tank.request.attempts = %v; want %v", i+1, got, want)
+			}
+		}
+		sent := srv.sent()
+		if len(sent) != 3 {
+			t.Fatalf("server got %d requests; want 3", len(sent))
+		}
+		for i, s := range attempts {
+			if tp := traceparentSpan(sent[i]); tp != s.SpanID {
+				t.Errorf("server hit %d has parent %q; want attempt %d's span %s", i+1, tp, i+1, s.SpanID)
+			}
+			resend, ok := s.tag("http.request.resend_count")
+			if i == 0 && ok || i > 0 && resend != float64(i) {
+				t.Errorf("attempt %d http.request.resend_count = %v (present %v); want %s", i+1, resend, ok, resendWant(i))
+			}
+			if u, _ := s.tag("url.full"); u != hs.URL+[]string{"/old", "/new", "/new"}[i] {
+				t.Errorf("attempt %d url.full = %v", i+1, u)
+			}
+		}
+	})
+
+	t.Run("cancel-during-wait", func(t *testing.T) {
+		ctx := context.Background()
+		service := "tank-e2e-cancel-" + run
+		tp := exportTo(t, otlp, service)
+		srv := &recorder{answer: func(w http.ResponseWriter, r *http.Request, n int) {
+			w.WriteHeader(http.StatusServiceUnavailable)
+		}}
+		hs := httptest.NewServer(srv)
+		defer hs.Close()
+		base := &http.Transport{}
+		defer base.CloseIdleConnections()
+
+		// The caller gives up as soon as tank has decided to wait 20ms.
+		rctx, cancel := context.WithCancelCause(ctx)
+		defer cancel(nil)
+		giveUp := middleware.Hooks{AttemptEnd: func(_ context.Context, a *middleware.Attempt) {
+			if a.Verdict == middleware.Retry {
+				cancel(errors.New("e2e: the caller gave up"))
+			}
+		}}
+		client := &http.Client{Transport: middleware.NewTransport(base, append(slices.Clone(policy), middleware.WithHooks(giveUp),
+			tracing.With(tracing.WithTracerProvider(tp), tracing.WithPropagators(propagation.TraceContext{})))...)}
+		req, _ := http.NewRequestWithContext(rctx, http.MethodGet, hs.URL, nil)
+		if resp, err := client.Do(req); !errors.Is(err, middleware.ReasonCanceled) {
+			if err == nil {
+				resp.Body.Close()
+			}
+			t.Fatalf("GET = %v; want an error with reason canceled", err)
+		}
+		if err := tp.Shutdown(ctx); err != nil {
+			t.Fatalf("exporting to jaeger: %v", err)
+		}
+
+		data := traces(t, query, service, 2)
+		if len(data) != 1 || len(data[0].Spans) != 2 {
+			t.Fatalf("jaeger holds %d traces (first with %d spans); want 1 of 2 spans", len(data), len(data[0].Spans))
+		}
+		reqs, attempts := data[0].byKind("internal"), data[0].byKind("client")
+		if len(reqs) != 1 || len(attempts) != 1 {
+			t.Fatalf("%d request and %d attempt spans; want 1 and 1", len(reqs), len(attempts))
+		}
+		for key, want := range map[string]any{
+			"tank.attempt.sleep": 0.02, "tank.attempt.decision": "retry", "error.type": "503",
+		} {
+			if got, _ := attempts[0].tag(key); got != want {
+				t.Errorf("attempt %s = %v; want %v (the wait planned)", key, got, want)
+			}
+		}
+		for key, want := range map[string]any{
+			"tank.request.outcome": "canceled", "error.type": "canceled", "tank.request.attempts": 1.0,
+			"otel.status_code": "ERROR", "otel.status_description": "e2e: the caller gave up",
+		} {
+			if got, _ := reqs[0].tag(key); got != want {
+				t.Errorf("request %s = %v; want %v", key, got, want)
+			}
+		}
+		// The cancel came before the wait began: the time slept is what it
+		// took tank to notice, far less than the 20ms planned.
+		v, _ := reqs[0].tag("tank.request.slept")
+		if slept, ok := v.(float64); !ok || slept < 0 || slept >= 0.02 {
+			t.Errorf("request tank.request.slept = %v; want the time slept, under the 0.02 planned", v)
+		}
+	})
 }

@@ -96,7 +96,11 @@ type Attempt struct {
 	// Err is the attempt's transport error, or nil.
 	Err error
 	// Sent reports whether the request may have reached the server: a
-	// connection was obtained for it and its headers were written.
+	// connection was obtained for it and its headers were written, unless
+	// the error proves otherwise (REFUSED_STREAM, say). When the transport
+	// reported nothing on the attempt, only the error can prove it unsent:
+	// unknown counts as sent. An attempt cut by WithAttemptTimeout after a
+	// connection was obtained counts as sent.
 	Sent bool
 	// Replayable reports whether sending the request twice is safe: its
 	// method is idempotent, or it carries an Idempotency-Key header.

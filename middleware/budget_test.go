@@ -211,7 +211,7 @@ func TestBudgetForgettingKeepsDecisions(t *testing.T) {
 
 // TestBudgetRefundsCancelDuringWait: the token drawn for a retry is given
 // back when the caller gives up during the wait, through the Transport and
-// through a Run's Wait (the backoff front door's path).
+// through a run's Wait (the backoff front door's path).
 func TestBudgetRefundsCancelDuringWait(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		b, _ := NewBudget(0, 0, nil) // one token in all

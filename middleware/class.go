@@ -90,7 +90,7 @@ func classifyErr(err error, sent, known bool) Class {
 	}
 	if known && !sent {
 		// No connection was obtained, whatever the error says: nothing was
-		// written (faults.md §0.2: EOF and resets also happen in TLS handshakes).
+		// written (EOF and resets also happen in TLS handshakes).
 		return ClassConnect
 	}
 	switch {

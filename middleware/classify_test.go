@@ -12,8 +12,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tankhttp/tank/internal/faultserver"
 	"github.com/tankhttp/tank/internal/sendstate"
+	"github.com/tankhttp/tank/internal/testsupport/faultserver"
 )
 
 // realError sends one request with plain net/http and returns its error and

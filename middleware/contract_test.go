@@ -17,7 +17,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
-	"github.com/tankhttp/tank/internal/faultserver"
+	"github.com/tankhttp/tank/internal/testsupport/faultserver"
 )
 
 // newClientTransport returns an http.Transport that counts its connections,

@@ -63,7 +63,7 @@ func capIndex(g group) int {
 	return -1
 }
 
-// schedule1 turns a Retry verdict into a wait, or into a Stop when a cap,
+// scheduleRetry turns a Retry verdict into a wait, or into a Stop when a cap,
 // the Retry-After cap or the caller's deadline forbids another attempt.
 func (r *run) scheduleRetry(a *Attempt) {
 	p := r.p

@@ -4,7 +4,8 @@
 // Every attempt ends in one Class. What makes tank safe is that it knows
 // whether a failed request could have reached the server: an
 // httptrace.ClientTrace (composed with the caller's own) records whether a
-// connection was obtained for the attempt. The default rules:
+// connection was obtained for the attempt and its headers were written.
+// The default rules:
 //
 //	not sent (refused, dial timeout, DNS temporary, TLS handshake cut)  retry, any method
 //	not sent, permanent (certificate, DNS not found, bad scheme)         stop
@@ -48,12 +49,17 @@
 //
 // # What net/http re-sends by itself
 //
-// net/http's HTTP/1 transport re-sends a replayable request (including a
-// POST with an Idempotency-Key) on a fresh connection when a reused
-// keep-alive connection fails before the first response byte, and its
-// HTTP/2 transport re-sends after REFUSED_STREAM, GOAWAY and PROTOCOL_ERROR.
-// These happen inside one call of the wrapped RoundTripper: tank sees them as
-// one attempt and cannot veto them.
+// When a reused keep-alive connection fails after the request was written
+// and before the first response byte, net/http's HTTP/1 transport re-sends,
+// on a fresh connection, a GET, HEAD, OPTIONS or TRACE request, or any
+// request with an Idempotency-Key (a POST included); a PUT or DELETE comes
+// back as an error, and tank retries it. Its HTTP/2 transport re-sends
+// after REFUSED_STREAM, GOAWAY and PROTOCOL_ERROR. These happen inside one
+// call of the wrapped RoundTripper: tank sees them as one attempt. For a
+// request that is not replayable, tank hands net/http a request without
+// GetBody, so net/http cannot re-send its body and tank judges the failure
+// itself. A POST without a body needs no GetBody, so HTTP/2 can still
+// re-send it after PROTOCOL_ERROR: a known gap.
 //
 // # Distrusting neighbours
 //
@@ -67,7 +73,14 @@
 //
 // # Concurrency
 //
-// A Policy is immutable and a Transport is safe for concurrent use; each
-// request's state lives in its own RoundTrip call (or its own Run). Hooks and
-// classifiers are called from many requests at once and must be safe for that.
+// A Transport is safe for concurrent use: its rules are fixed when it is
+// built, and each request's state lives in its own RoundTrip call (or, with
+// adapters/backoffretry, in the request's operation). Hooks and classifiers
+// are called from many requests at once and must be safe for that.
+//
+// # Design
+//
+// docs/design.md in the repository explains why tank decides as it does:
+// the send state, what net/http re-sends by itself, waits, the retry
+// budget, body replay and the distrust of neighbours.
 package middleware

@@ -18,10 +18,15 @@ var ErrRetryAfter = errors.New("tank: malformed Retry-After header")
 // the caller's cancellation) rather than on a response. It unwraps to the
 // last attempt's error, to the Reason retrying stopped, and, when the caller
 // gave up, to the context's cause.
+//
+// Err holds the last attempt's error, also when the caller gave up during
+// the wait after that attempt. It is nil when the last attempt got a
+// response: a status that was to be retried, whose response has been
+// drained and closed before the caller gave up during the wait.
 type ExhaustedError struct {
 	Attempts int    // attempts made, the first included
 	Reason   Reason // why retrying stopped
-	Err      error  // the last attempt's error; nil when canceled during a wait
+	Err      error  // the last attempt's error, or nil when it got a response (see the type's doc)
 	cause    error
 }
 

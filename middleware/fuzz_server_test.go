@@ -15,7 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tankhttp/tank/internal/faultserver"
+	"github.com/tankhttp/tank/internal/testsupport/faultserver"
 )
 
 // What a fuzz server does with one connection.

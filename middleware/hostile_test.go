@@ -22,7 +22,7 @@ import (
 	"testing/synctest"
 	"time"
 
-	"github.com/tankhttp/tank/internal/faultserver"
+	"github.com/tankhttp/tank/internal/testsupport/faultserver"
 )
 
 // rtFunc adapts a function to http.RoundTripper.

@@ -17,7 +17,7 @@ import (
 )
 
 // TestJitterThroughPolicy drives the wait schedule with a fixed random
-// draw (the Policy's rand seam) and checks each jitter's waits.
+// draw (the policy's rand seam) and checks each jitter's waits.
 func TestJitterThroughPolicy(t *testing.T) {
 	ms := time.Millisecond
 	for _, tt := range []struct {

@@ -22,7 +22,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	"go.opentelemetry.io/otel/trace/noop"
 
-	"github.com/tankhttp/tank/internal/faultserver"
+	"github.com/tankhttp/tank/internal/testsupport/faultserver"
 	"github.com/tankhttp/tank/middleware"
 	"github.com/tankhttp/tank/tracing"
 )

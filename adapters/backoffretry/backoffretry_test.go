@@ -22,7 +22,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/tankhttp/tank/adapters/backoffretry"
-	"github.com/tankhttp/tank/internal/faultserver"
+	"github.com/tankhttp/tank/internal/testsupport/faultserver"
 	"github.com/tankhttp/tank/middleware"
 )
 

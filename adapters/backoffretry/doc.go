@@ -49,7 +49,7 @@
 //     the request only ends (RequestEnd, body closed) when its context ends;
 //     with a context that never ends, never. Let tank's policy bound the
 //     attempts (middleware.WithMaxAttempts), not a BackOff wrapper.
-//   - The sleep is backoff's timer, not Run.Wait. tank has already refused
+//   - The sleep is backoff's timer, not tank's wait. tank has already refused
 //     a wait that would end after the caller's deadline (it returns the
 //     response at once), so an honest sleep always ends before it.
 //   - If an operation closure of the caller's turns a final response into

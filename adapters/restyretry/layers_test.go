@@ -15,7 +15,7 @@ import (
 	"github.com/go-resty/resty/v2"
 
 	"github.com/tankhttp/tank/adapters/restyretry"
-	"github.com/tankhttp/tank/internal/faultserver"
+	"github.com/tankhttp/tank/internal/testsupport/faultserver"
 	"github.com/tankhttp/tank/middleware"
 )
 

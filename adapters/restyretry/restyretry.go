@@ -23,7 +23,7 @@ import (
 // Apply is idempotent: called again on the same client, it replaces the
 // options of the previous call (the last call wins) and wraps the transport
 // the first call found, once. Call Apply after configuring TLS and proxies;
-// doc.go explains why.
+// the package documentation explains why.
 func Apply(c *resty.Client, opts ...middleware.Option) *resty.Client {
 	hc := c.GetClient()
 	next := hc.Transport

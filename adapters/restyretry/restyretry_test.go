@@ -25,7 +25,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/tankhttp/tank/adapters/restyretry"
-	"github.com/tankhttp/tank/internal/faultserver"
+	"github.com/tankhttp/tank/internal/testsupport/faultserver"
 	"github.com/tankhttp/tank/middleware"
 )
 

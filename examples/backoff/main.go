@@ -25,7 +25,7 @@ import (
 	"github.com/cenkalti/backoff/v4"
 
 	"github.com/tankhttp/tank/adapters/backoffretry"
-	"github.com/tankhttp/tank/internal/flaky"
+	"github.com/tankhttp/tank/examples/flaky"
 	"github.com/tankhttp/tank/middleware"
 )
 

@@ -24,8 +24,8 @@ import (
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
 
-	"github.com/tankhttp/tank/internal/flaky"
-	"github.com/tankhttp/tank/internal/waterfall"
+	"github.com/tankhttp/tank/examples/flaky"
+	"github.com/tankhttp/tank/examples/waterfall"
 	"github.com/tankhttp/tank/middleware"
 	"github.com/tankhttp/tank/tracing"
 )

@@ -41,8 +41,8 @@ import (
 	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
 	"go.opentelemetry.io/otel/trace"
 
-	"github.com/tankhttp/tank/internal/flaky"
-	"github.com/tankhttp/tank/internal/waterfall"
+	"github.com/tankhttp/tank/examples/flaky"
+	"github.com/tankhttp/tank/examples/waterfall"
 	"github.com/tankhttp/tank/middleware"
 	"github.com/tankhttp/tank/tracing"
 )

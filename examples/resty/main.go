@@ -22,7 +22,7 @@ import (
 	"github.com/go-resty/resty/v2"
 
 	"github.com/tankhttp/tank/adapters/restyretry"
-	"github.com/tankhttp/tank/internal/flaky"
+	"github.com/tankhttp/tank/examples/flaky"
 	"github.com/tankhttp/tank/middleware"
 )
 

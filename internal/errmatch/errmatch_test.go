@@ -12,7 +12,7 @@ import (
 
 	"go.uber.org/goleak"
 
-	"github.com/tankhttp/tank/internal/faultserver"
+	"github.com/tankhttp/tank/internal/testsupport/faultserver"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -99,7 +99,7 @@ func TestMalformed(t *testing.T) {
 	defer s.Close()
 	check(t, roundTripErr(t, nil, newReq(t, "GET", s.URL)).Error(), Malformed)
 	// Not produced here (needs a server sending two Content-Lengths or an
-	// HTTP/2 peer); the messages are net/http's, as recorded in faults.md §2.
+	// HTTP/2 peer); the messages are net/http's literal texts (Go 1.26).
 	check(t, `net/http: HTTP/1.x transport connection broken: http: message cannot contain multiple Content-Length headers; got ["5" "6"]`, Malformed)
 	check(t, `stream error: stream ID 1; INTERNAL_ERROR; received from peer`, Malformed)
 	check(t, `http2: server sent GOAWAY and closed the connection; LastStreamID=1, ErrCode=INTERNAL_ERROR, debug="bye"`, Malformed)
@@ -116,7 +116,7 @@ func TestTLSAlert(t *testing.T) {
 }
 
 // The messages below need an HTTP/2 peer or a close race; they are net/http's
-// literal texts (faults.md §2.3, §2.4; net/http transport.go, h2_bundle.go).
+// literal texts (net/http transport.go, h2_bundle.go).
 func TestLiteralMessages(t *testing.T) {
 	check(t, `Get "http://127.0.0.1:1/": http: server closed idle connection`, IdleClosed)
 	check(t, `stream error: stream ID 1; REFUSED_STREAM; received from peer`, RefusedStream)

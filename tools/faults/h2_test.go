@@ -227,12 +227,12 @@ func runH2Row(t *testing.T, row h2Row, m method, fd frontDoor, want h2Want) {
 }
 
 // TestH2ProtocolErrorBodilessPOSTResentByNetHTTP pins a KNOWN GAP
-// (faults.md §2.4, golang/go#47635): when an HTTP/2 server answers
-// RST_STREAM PROTOCOL_ERROR after receiving a POST that has no body,
-// net/http's HTTP/2 transport re-sends it on a new connection by itself: a
-// nil body is "safe to reuse", so tank's removal of GetBody does not stop
-// it. tank makes one attempt and sees a 200; the server received the
-// non-replayable POST twice.
+// (golang/go#47635; docs/design.md, "What net/http re-sends by itself"):
+// when an HTTP/2 server answers RST_STREAM PROTOCOL_ERROR after receiving
+// a POST that has no body, net/http's HTTP/2 transport re-sends it on a new
+// connection by itself: a nil body is "safe to reuse", so tank's removal of
+// GetBody does not stop it. tank makes one attempt and sees a 200; the
+// server received the non-replayable POST twice.
 //
 // This test asserts the duplicate on purpose. When it fails with
 // "received 1", net/http or tank has closed the gap: update the README and

@@ -72,7 +72,7 @@ func heldHeaders(t *testing.T, m string) (received int, seen []seen, err error) 
 // without waiting for that goroutine. When the attempt timeout fires in that
 // window, tank reads Sent() == false, classes the attempt "connect" (not
 // sent) and retried the POST, whose complete request was already on its way.
-// The fix (middleware/run.go, Run.sent): an attempt cut by its own timeout
+// The fix (middleware/decide.go, run.sent): an attempt cut by its own timeout
 // after a connection was obtained counts as sent.
 func TestH2AttemptTimeoutBeforeWroteHeadersNotResent(t *testing.T) {
 	n, got, _ := heldHeaders(t, http.MethodPost)

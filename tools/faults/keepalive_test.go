@@ -6,16 +6,17 @@ import (
 	"net/http"
 	"testing"
 
-	"github.com/tankhttp/tank/internal/faultserver"
+	"github.com/tankhttp/tank/internal/testsupport/faultserver"
 	"github.com/tankhttp/tank/middleware"
 )
 
-// TestKeepAliveReuse is faults.md §2.3 through every front door: a
-// keep-alive server answers a first request, then reads the second in full
-// (on the same connection) and resets. net/http re-sends the second by
-// itself, on a new connection, when it is replayable by net/http's rules
-// (GET, or any method with an Idempotency-Key): tank sees one attempt that
-// succeeds. A PUT without a key comes back as an error, and tank retries it.
+// TestKeepAliveReuse runs, through every front door, a reused keep-alive
+// connection that dies after the request was read and before the first
+// response byte: a keep-alive server answers a first request, then reads
+// the second in full (on the same connection) and resets. net/http
+// re-sends the second by itself, on a new connection, when it is
+// replayable by net/http's rules (GET, or any method with an
+// Idempotency-Key): tank sees one attempt that succeeds. A PUT without a key comes back as an error, and tank retries it.
 // A POST without a key comes back as an error, and tank stops: the server
 // processed it once.
 func TestKeepAliveReuse(t *testing.T) {

@@ -15,19 +15,20 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tankhttp/tank/internal/faultserver"
+	"github.com/tankhttp/tank/internal/testsupport/faultserver"
 	"github.com/tankhttp/tank/middleware"
 )
 
-// The fault matrix: every fault of faults.md §2 that reaches a
-// RoundTripper, sent as GET, PUT, POST and POST with an Idempotency-Key
-// through every front door, over loopback. (http.Client.Timeout is the
-// Client's own deadline, set above any RoundTripper: the caller_deadline
-// row stands for it.) Each cell asserts each attempt's class and decision,
+// The fault matrix: every failure net/http reports to a RoundTripper (the
+// classes of docs/design.md), sent as GET, PUT, POST and POST with an
+// Idempotency-Key through every front door, over loopback.
+// (http.Client.Timeout is the Client's own deadline, set above any
+// RoundTripper: the caller_deadline row stands for it.) Each cell asserts
+// each attempt's class and decision,
 // the attempts made, and the requests the server processed; and the
 // invariant behind them all: a request that is not replayable is processed
-// at most once, unless the server answered 429, 502 or 503 (the brief's
-// rule: the server, or the gateway in front of it, did no work).
+// at most once, unless the server answered 429, 502 or 503 (the server, or
+// the gateway in front of it, says it did no work).
 
 // matrixMax is the attempt cap of every cell.
 const matrixMax = 3
@@ -637,8 +638,8 @@ func sentClass(c middleware.Class) (sent, known bool) {
 	return false, false
 }
 
-// expectVerdict is DESIGN.md's decision table for attempt n of a request of
-// kind m in row.
+// expectVerdict is the decision table (README.md, docs/design.md) for
+// attempt n of a request of kind m in row.
 func expectVerdict(c middleware.Class, m method, n int, row matrixRow) (middleware.Verdict, middleware.Reason) {
 	var r middleware.Reason
 	switch c {

@@ -16,9 +16,10 @@ import (
 	"github.com/tankhttp/tank/middleware"
 )
 
-// newProxy starts an embedded toxiproxy (faults.md §1.2 mode A) in front of
-// upstream, with the given toxics (JSON) added before any client dials: a
-// reset_peer toxic only resets links created after it (faults.md §1.4).
+// newProxy starts an embedded toxiproxy (in-process, without its HTTP API)
+// in front of upstream, with the given toxics (JSON) added before any client
+// dials: a reset_peer toxic only resets links created after it (an older
+// keep-alive link sees a FIN, io.EOF, instead of a reset).
 func newProxy(t *testing.T, upstream string, toxics ...string) *toxiproxy.Proxy {
 	t.Helper()
 	api := toxiproxy.NewServer(toxiproxy.NewMetricsContainer(nil), zerolog.Nop())

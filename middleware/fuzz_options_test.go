@@ -337,6 +337,11 @@ func (d *foDecoded) wantErr() (name string, known bool) {
 			return "", false
 		}
 	}
+	// Every option is valid alone; a schedule given with a backoff option
+	// is an error, in any order.
+	if slices.Contains(d.names, "WithSchedule") && (slices.Contains(d.names, "WithBackoff") || slices.Contains(d.names, "WithJitter")) {
+		return "WithSchedule", true
+	}
 	return "", true
 }
 

@@ -269,8 +269,9 @@ func TestRecorderReadInFlightDuringRewind(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b.ch <- []byte("hello, ") // taken by whichever reader is blocked in src first
-	go func() { b.ch <- []byte("world"); close(b.ch) }()
+	// Each chunk is taken by whichever reader is in src first: the old one,
+	// if it got there before the rewind, or the next.
+	go func() { b.ch <- []byte("hello, "); b.ch <- []byte("world"); close(b.ch) }()
 	got := readN(t, next, -1)
 	wg.Wait()
 	if string(got) != "hello, world" {

@@ -42,7 +42,7 @@ type Strategy struct {
 	New  func(next http.RoundTripper) http.RoundTripper
 }
 
-// Strategies are the four the issue compares.
+// Strategies are the four BENCHMARKS.md compares.
 var Strategies = []Strategy{
 	{"no_retry", func(n http.RoundTripper) http.RoundTripper {
 		return middleware.NewTransport(n, middleware.WithMaxAttempts(1))

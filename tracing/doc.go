@@ -97,8 +97,15 @@
 // Either way each physical attempt is one CLIENT span, tank's, carrying
 // http.request.resend_count and tank.attempt.*, the server's span is its
 // child, and http.client.request.duration is recorded once per attempt.
-// Give Filter the options given to With. Requests tank does not trace (no
-// SDK installed, say) still go through otelhttp as usual.
+// Give Filter the options given to With (the same providers): it stands
+// otelhttp aside whenever tank's tracing is on for a request, so if tank's
+// tracer is a no-op while its metrics are on, neither records a span.
+// Requests tank does not trace (no SDK installed, say) still go through
+// otelhttp as usual. With otelhttp outside tank and the filter, no metric
+// covers the whole logical request, waits included: a dashboard built on
+// otelhttp's http.client.request.duration then reads tank's, per attempt.
+// Without the filter, otelhttp outside tank also starts a new trace for
+// each redirect hop.
 //
 // # Metrics
 //

@@ -501,29 +501,11 @@ func foDecode(data []byte) *foDecoded {
 	return d
 }
 
-// foRespBody is a fake response body that counts closes and sees EOF.
-type foRespBody struct {
-	r      *strings.Reader
-	size   int
-	eof    bool
-	closes int
-}
-
-func (b *foRespBody) Read(p []byte) (int, error) {
-	n, err := b.r.Read(p)
-	if err == io.EOF {
-		b.eof = true
-	}
-	return n, err
-}
-
-func (b *foRespBody) Close() error { b.closes++; return nil }
-
 type foCall struct {
 	status int
 	ra     string // the Retry-After sent, when hasRA
 	hasRA  bool
-	body   *foRespBody
+	body   *smRespBody
 }
 
 // foFake is the wrapped transport, answering from the script.
@@ -610,7 +592,7 @@ func (f *foFake) RoundTrip(req *http.Request) (*http.Response, error) {
 	if c.hasRA {
 		h[retryAfterHeader] = []string{c.ra}
 	}
-	c.body = &foRespBody{r: strings.NewReader(strings.Repeat("b", size)), size: size}
+	c.body = &smRespBody{r: strings.NewReader(strings.Repeat("b", size)), size: size}
 	return &http.Response{StatusCode: c.status, Status: strconv.Itoa(c.status), Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
 		Header: h, Body: c.body, ContentLength: int64(size), Request: req}, nil
 }

@@ -500,17 +500,8 @@ func TestTraceShapesInJaeger(t *testing.T) {
 			defer base.CloseIdleConnections()
 
 			client := &http.Client{Transport: order.wrap(base, append(slices.Clone(policy), tracing.With(topts...)), oopts)}
-			resp, err := client.Get(hs.URL)
-			if err != nil {
-				t.Fatal(err)
-			}
-			io.Copy(io.Discard, resp.Body)
-			resp.Body.Close()
-			if err := tp.Shutdown(ctx); err != nil {
-				t.Fatalf("exporting to jaeger: %v", err)
-			}
-			if resp.StatusCode != 200 {
-				t.Fatalf("status = %d; want 200", resp.StatusCode)
+			if code := getThenExport(t, ctx, client, hs.URL, tp); code != 200 {
+				t.Fatalf("status = %d; want 200", code)
 			}
 
 			data := traces(t, query, service, 4)
@@ -556,17 +547,8 @@ func TestTraceShapesInJaeger(t *testing.T) {
 
 		client := &http.Client{Transport: middleware.NewTransport(base, append(slices.Clone(policy),
 			tracing.With(tracing.WithTracerProvider(tp), tracing.WithPropagators(propagation.TraceContext{})))...)}
-		resp, err := client.Get(hs.URL + "/old")
-		if err != nil {
-			t.Fatal(err)
-		}
-		io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		if err := tp.Shutdown(ctx); err != nil {
-			t.Fatalf("exporting to jaeger: %v", err)
-		}
-		if resp.StatusCode != 200 {
-			t.Fatalf("status = %d; want 200 after a redirect and a retry", resp.StatusCode)
+		if code := getThenExport(t, ctx, client, hs.URL+"/old", tp); code != 200 {
+			t.Fatalf("status = %d; want 200 after a redirect and a retry", code)
 		}
 
 		data := traces(t, query, service, 5)
@@ -672,4 +654,21 @@ func TestTraceShapesInJaeger(t *testing.T) {
 			t.Errorf("request tank.request.slept = %v; want the time slept, under the 0.02 planned", v)
 		}
 	})
+}
+
+// getThenExport sends a GET with client, reads and closes the response,
+// then shuts tp down so every span is exported to Jaeger before the test
+// queries it. It returns the status code.
+func getThenExport(t *testing.T, ctx context.Context, client *http.Client, url string, tp *sdktrace.TracerProvider) int {
+	t.Helper()
+	resp, err := client.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if err := tp.Shutdown(ctx); err != nil {
+		t.Fatalf("exporting to jaeger: %v", err)
+	}
+	return resp.StatusCode
 }

@@ -4,6 +4,8 @@ import (
 	"context"
 	"net/http"
 	"time"
+
+	"github.com/tankhttp/tank/internal/frontdoor"
 )
 
 // requestKey is the context key of a request's own settings.
@@ -20,6 +22,17 @@ func settingsOf(ctx context.Context) *requestSettings {
 	s, _ := ctx.Value(requestKey{}).(*requestSettings)
 	return s
 }
+
+// outcomeOf returns the Outcome WithOutcome put in ctx last, or nil. Front
+// doors outside this package read it through internal/frontdoor.
+func outcomeOf(ctx context.Context) *Outcome {
+	if s := settingsOf(ctx); s != nil {
+		return s.outcome
+	}
+	return nil
+}
+
+func init() { frontdoor.RegisterOutcome(outcomeOf) }
 
 func withSettings(ctx context.Context, change func(*requestSettings)) context.Context {
 	var s requestSettings

@@ -38,9 +38,15 @@
 //   - c.SetRetryCount(0).
 //   - Once per client: c.AddRetryCondition with a condition that always
 //     returns false, one request middleware (OnBeforeRequest) and one
-//     OnSuccess and one OnError hook. They act only when resty's own retry
-//     loop is on (see below); otherwise they at most look up a context key
-//     and allocate nothing.
+//     OnSuccess and one OnError hook. The middleware gives each request a
+//     context of this package around its own, which carries its attempt
+//     count (see Per-request options and outcomes), and the hooks put the
+//     request's own context back before Execute returns. In between,
+//     request middlewares registered after Apply, response middlewares and
+//     hooks registered before Apply see the wrapping context, which has the
+//     same values, deadline and cancellation.
+//     Stopping resty's own retry loop, when it is on, is their other job
+//     (see Calling resty setters after Apply).
 //
 // Nothing else changes: timeouts, hooks, middlewares, redirects, cookies and
 // the request and response handling are resty's. Some of them now see one
@@ -48,8 +54,13 @@
 //
 //   - resty's request middlewares (OnBeforeRequest) and response hooks run
 //     once per request, not once per attempt;
-//   - Request.Attempt stays 1 and resty's retry hooks (AddRetryHook) never
-//     run; observe attempts with middleware.WithHooks instead;
+//   - Request.Attempt reports tank's attempts (so does TraceInfo's
+//     RequestAttempt, and resty's log of a failed request), set as soon as
+//     tank answers: resty's response middlewares (OnAfterResponse) and its
+//     OnSuccess and OnError hooks see it. A request tank did not send (a
+//     middleware's error, an invalid per-request option) keeps resty's
+//     count. resty's retry hooks (AddRetryHook) never run; observe each
+//     attempt with middleware.WithHooks instead;
 //   - SetTimeout bounds the whole request, retries and waits included: it
 //     becomes the deadline of the request's context, and tank never
 //     schedules a wait that would end after it.
@@ -108,6 +119,16 @@
 // transport of both; a clone made after Apply has Apply's condition,
 // middleware and hooks, and Apply on a clone made before registers them on
 // the clone.
+//
+// # Per-request options and outcomes
+//
+// A request's context reaches tank: set it with R().SetContext(ctx).
+// middleware.WithRequestOptions(ctx, ...) puts options over Apply's for the
+// requests made with ctx (middleware.WithMaxAttempts(1) for a health
+// check), and middleware.WithOutcome(ctx, &out) has tank fill out in when
+// the request ends. Request.Attempt is read from that same Outcome: when
+// the caller's context carries none, Apply's request middleware adds one of
+// its own.
 //
 // # Request bodies
 //

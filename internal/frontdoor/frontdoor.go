@@ -3,12 +3,17 @@
 // loop belongs to cenkalti/backoff), while the engine stays unexported:
 // users see one API, the options and the types they read.
 //
-// Package middleware registers its engine here when it is initialised;
-// front doors import middleware, so the engine is registered before they
-// can call NewRun.
+// It also lets a front door read back the middleware.Outcome a request's
+// context carries (adapters/restyretry reports the attempt count in resty's
+// Request.Attempt), without a getter in middleware's API.
+//
+// Package middleware registers its engine and that accessor here when it is
+// initialised; front doors import middleware, so both are registered before
+// they can call NewRun or OutcomeOf.
 package frontdoor
 
 import (
+	"context"
 	"net/http"
 	"time"
 )
@@ -45,4 +50,20 @@ func Register[O, A any](f func(req *http.Request, next http.RoundTripper, opts .
 // error is then a *middleware.OptionError).
 func NewRun[O, A any](req *http.Request, next http.RoundTripper, opts ...O) (Run[A], error) {
 	return newRun.(func(*http.Request, http.RoundTripper, ...O) (Run[A], error))(req, next, opts...)
+}
+
+var outcomeOf any
+
+// RegisterOutcome installs the accessor of the Outcome a context carries
+// (middleware.WithOutcome). T is middleware.Outcome.
+func RegisterOutcome[T any](f func(ctx context.Context) *T) {
+	outcomeOf = f
+}
+
+// OutcomeOf returns the *middleware.Outcome that tank fills in for the
+// requests made with ctx (the one middleware.WithOutcome put there last),
+// or nil. A front door reads it back after a round trip: adapters/restyretry
+// reports the attempt count in resty's Request.Attempt.
+func OutcomeOf[T any](ctx context.Context) *T {
+	return outcomeOf.(func(context.Context) *T)(ctx)
 }

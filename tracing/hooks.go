@@ -19,6 +19,13 @@ import (
 	"github.com/tankhttp/tank/middleware"
 )
 
+// The span kinds as start options, made once: converting one to the
+// option interface on every span would cost an allocation.
+var (
+	internalKind = trace.WithSpanKind(trace.SpanKindInternal)
+	clientKind   = trace.WithSpanKind(trace.SpanKindClient)
+)
+
 // scope names the tracer and meter.
 const scope = "github.com/tankhttp/tank/tracing"
 
@@ -175,7 +182,7 @@ func (h *hooks) requestStart(ctx context.Context, req *http.Request) context.Con
 	var span trace.Span
 	if h.requestSpan {
 		var sctx context.Context
-		sctx, span = h.tracer.Start(ctx, requestSpanName(method), trace.WithSpanKind(trace.SpanKindInternal))
+		sctx, span = h.tracer.Start(ctx, requestSpanName(method), internalKind)
 		if !span.IsRecording() && !span.SpanContext().IsValid() && !h.metricsOn(ctx) {
 			// Nothing records this request (no SDK installed): leave the
 			// context alone, and the attempt hooks find no state and return
@@ -210,7 +217,7 @@ func (h *hooks) attemptStart(ctx context.Context, a *middleware.Attempt) context
 		attrs = append(attrs, semconv.HTTPRequestResendCount(r.resent))
 	}
 	r.resent++
-	ctx, r.attempt = h.tracer.Start(ctx, r.name, trace.WithSpanKind(trace.SpanKindClient), trace.WithAttributes(attrs...))
+	ctx, r.attempt = h.tracer.Start(ctx, r.name, clientKind, trace.WithAttributes(attrs...))
 	h.prop.Inject(ctx, headerCarrier(a.Header))
 	if h.duration.Enabled(ctx) {
 		r.start = time.Now()

@@ -53,6 +53,7 @@ const (
 	ReasonBodyNotReplayable Reason = "body_not_replayable"  // the request body cannot be sent again
 	ReasonClassifier        Reason = "classifier"           // a user classifier decided
 	ReasonBudget            Reason = "budget_exhausted"     // the retry budget refused the retry
+	ReasonSuperseded        Reason = "superseded"           // another copy of a hedged request ended it first; this one was cancelled
 )
 
 // Error makes a Reason usable as a sentinel error. It is the Reason's label,
@@ -89,6 +90,9 @@ type Attempt struct {
 	Number int
 	// Slept is the total time slept between attempts before this one.
 	Slept time.Duration
+	// Hedge reports that this attempt is an extra copy sent by WithHedging
+	// while an earlier copy was still in flight.
+	Hedge bool
 
 	// Response is the attempt's response, or nil. Its body is still unread
 	// when classifiers and AttemptEnd run; do not read or close it.

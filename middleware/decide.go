@@ -1,6 +1,7 @@
 package middleware
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"time"
@@ -10,16 +11,17 @@ import (
 	"github.com/tankhttp/tank/internal/sendstate"
 )
 
-// sent reports whether the attempt may have reached the server. HTTP/2
+// wasSent reports whether an attempt may have reached the server. HTTP/2
 // reports WroteHeaders from its writer goroutine, and returns without
 // waiting for it when the attempt's context ends: an attempt cut by its own
-// timeout after a connection was obtained may be on the wire, so it counts
-// as sent. (The caller's cancellation stops retries whatever the state.)
-func (r *run) sent(st *sendstate.State) bool {
+// timeout (timeoutCtx, nil without one) after a connection was obtained may
+// be on the wire, so it counts as sent. (The caller's cancellation stops
+// retries whatever the state.)
+func wasSent(st *sendstate.State, timeoutCtx context.Context) bool {
 	if st == nil {
 		return false
 	}
-	return st.Sent() || (st.Conn() && r.timeoutCtx != nil && r.timeoutCtx.Err() != nil)
+	return st.Sent() || (st.Conn() && timeoutCtx != nil && timeoutCtx.Err() != nil)
 }
 
 // decide applies the classifiers, then the default rules.

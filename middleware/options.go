@@ -1,6 +1,7 @@
 package middleware
 
 import (
+	"github.com/tankhttp/tank/internal/latency"
 	"fmt"
 	"net/http"
 	"strings"
@@ -280,6 +281,75 @@ func validHeaderName(s string) bool {
 func WithBudget(b *Budget) Option {
 	return optionFunc(func(p *policy) error {
 		p.budget = b
+		return nil
+	})
+}
+
+// WithHedging sends another copy of a slow request: when no copy has
+// received response headers delay after the last copy was sent, tank sends
+// one more, up to maxHedges copies beyond the first in flight at once. The
+// first copy whose outcome ends the request wins; the others are cancelled,
+// their responses drained (up to WithDrainLimit) and closed.
+//
+// Only requests that are safe to send twice are hedged: replayable methods,
+// or a request carrying a non-empty Idempotency-Key, whose body is absent or
+// can be produced again by GetBody (http.NewRequest sets it for
+// bytes.Buffer, bytes.Reader and strings.Reader bodies). Any other request
+// is sent as without hedging.
+//
+// Every copy is an attempt: hooks see it (Attempt.Hedge marks the extra
+// copies), WithMaxAttempts counts it, and, with WithBudget, each hedge draws
+// one token from the retry budget; with the bucket empty no hedge is sent
+// and the request waits for the copies in flight. A copy that fails while
+// another is in flight is judged by the same rules; when its verdict is
+// Retry, it is dropped, the others carry on and no more hedges are sent for
+// them (failures are for the retry rules to answer, with their waits and
+// Retry-After); when the last copy in flight fails, retrying proceeds as
+// without hedging: a wait, then a new first copy, which may be hedged in
+// turn. docs/design.md has the full rules.
+//
+// delay must be positive; maxHedges must not be negative, and 0 turns
+// hedging off. Hedging does not apply to adapters/backoffretry, which runs
+// one operation at a time: there, this option is an *OptionError.
+// Default: off.
+func WithHedging(delay time.Duration, maxHedges int) Option {
+	return optionFunc(func(p *policy) error {
+		if delay <= 0 {
+			return &OptionError{"WithHedging", delay, "delay must be positive"}
+		}
+		if maxHedges < 0 {
+			return &OptionError{"WithHedging", maxHedges, "maxHedges must not be negative"}
+		}
+		p.hedge = nil
+		if maxHedges > 0 {
+			p.hedge = &hedging{delay: delay, max: maxHedges}
+		}
+		return nil
+	})
+}
+
+// WithAdaptiveHedging is WithHedging with a delay learnt per host: a copy
+// is sent once the first copy has waited longer than the given quantile
+// (0.95 is the usual choice: about 5% more requests) of the latencies, up to
+// the response headers, of the host's recent first copies. Until a host has
+// answered 50 requests, its requests are not hedged. The latencies are kept
+// by the returned Option: give the same Option value to every front door
+// that should share what was learnt.
+//
+// quantile must lie in (0, 1); maxHedges as in WithHedging.
+func WithAdaptiveHedging(quantile float64, maxHedges int) Option {
+	h := &hedging{quantile: quantile, max: maxHedges, latency: latency.NewTracker()}
+	return optionFunc(func(p *policy) error {
+		if !(quantile > 0 && quantile < 1) {
+			return &OptionError{"WithAdaptiveHedging", quantile, "quantile must lie in (0, 1)"}
+		}
+		if maxHedges < 0 {
+			return &OptionError{"WithAdaptiveHedging", maxHedges, "maxHedges must not be negative"}
+		}
+		p.hedge = nil
+		if maxHedges > 0 {
+			p.hedge = h
+		}
 		return nil
 	})
 }

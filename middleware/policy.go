@@ -45,6 +45,7 @@ type policy struct {
 	budget           *Budget
 	attemptHdr       string
 	autoKey          bool
+	hedge            *hedging // nil: no hedging
 
 	// Test seams: unexported, set only by this package's tests.
 	now  func() time.Time

@@ -40,6 +40,9 @@ type run struct {
 	rec     *replay.Recorder // records a body without GetBody as it is sent
 	paid    bool             // a budget token was drawn for the retry to come
 	early   bool             // the caller's context was done before the attempt was handed over
+	// endLater: copies of a hedged request are still in flight when it ends;
+	// RequestEnd runs once they are reaped (see hedged).
+	endLater bool
 
 	n        int
 	groupN   [3]int
@@ -190,40 +193,8 @@ func (r *run) conclude(resp *http.Response, err error, st *sendstate.State) *Att
 		a = &Attempt{Request: r.req, Header: r.header, Number: r.n, Slept: r.slept, Replayable: r.replayable, BudgetTokens: -1}
 		r.last = a
 	}
-	a.Response, a.Err = resp, err
 	r.resp, r.err = resp, err
-	if st != nil {
-		defer sendstate.Put(st)
-	}
-
-	// The send state is evidence only if the transport reported on the
-	// attempt; without it, only the error value can prove "not sent".
-	known := st != nil && st.Observed()
-	switch {
-	case r.req.Context().Err() != nil && (err != nil || p.mayRetryStatus(resp.StatusCode)):
-		a.Class = ClassCanceled
-	case err == nil:
-		a.Class = p.statusClass(resp.StatusCode)
-	default:
-		a.Class = classifyErr(err, r.sent(st), known)
-	}
-	g := a.Class.group()
-	switch {
-	case err == nil:
-		a.Sent = true
-	case known:
-		a.Sent = r.sent(st) && g != groupNotSent
-	case g == groupCanceled:
-		// net/http reports nothing for a request whose context was done
-		// before it was handed over: it returns at once.
-		a.Sent = !r.early
-	default:
-		a.Sent = g == groupSent || g == groupCanceled
-	}
-	if i := capIndex(g); i >= 0 {
-		r.groupN[i]++
-	}
-
+	g := r.assess(a, resp, err, st, r.early, r.timeoutCtx)
 	a.Verdict, a.Reason = r.decide(a, g)
 	if a.Verdict == Retry {
 		r.scheduleRetry(a)
@@ -245,6 +216,47 @@ func (r *run) conclude(resp *http.Response, err error, st *sendstate.State) *Att
 	}
 	r.finish()
 	return a
+}
+
+// assess records what happened on attempt a (its response or error, class
+// and send state) and returns the class's group. early and timeoutCtx are
+// the attempt's: whether the caller's context was done before it was
+// handed over, and its WithAttemptTimeout context (nil without one). st is
+// nil when the send state was not traced; assess returns it to its pool.
+func (r *run) assess(a *Attempt, resp *http.Response, err error, st *sendstate.State, early bool, timeoutCtx context.Context) group {
+	a.Response, a.Err = resp, err
+	if st != nil {
+		defer sendstate.Put(st)
+	}
+	// The send state is evidence only if the transport reported on the
+	// attempt; without it, only the error value can prove "not sent".
+	known := st != nil && st.Observed()
+	sent := wasSent(st, timeoutCtx)
+	switch {
+	case r.req.Context().Err() != nil && (err != nil || r.p.mayRetryStatus(resp.StatusCode)):
+		a.Class = ClassCanceled
+	case err == nil:
+		a.Class = r.p.statusClass(resp.StatusCode)
+	default:
+		a.Class = classifyErr(err, sent, known)
+	}
+	g := a.Class.group()
+	switch {
+	case err == nil:
+		a.Sent = true
+	case known:
+		a.Sent = sent && g != groupNotSent
+	case g == groupCanceled:
+		// net/http reports nothing for a request whose context was done
+		// before it was handed over: it returns at once.
+		a.Sent = !early
+	default:
+		a.Sent = g == groupSent || g == groupCanceled
+	}
+	if i := capIndex(g); i >= 0 {
+		r.groupN[i]++
+	}
+	return g
 }
 
 // sameMap reports whether two headers are the same map.
@@ -325,7 +337,7 @@ func (r *run) finish() {
 		}
 		r.cancel = nil
 	}
-	if r.h != nil && r.h.RequestEnd != nil && r.last != nil {
+	if r.h != nil && r.h.RequestEnd != nil && r.last != nil && !r.endLater {
 		r.last.endHook(r.reqCtx, r.h.RequestEnd)
 	}
 }
@@ -438,6 +450,10 @@ func (r *run) loop(a *Attempt) (*http.Response, error) {
 	return r.Result()
 }
 
+// errNoHedging: a front door that owns its retry loop runs one attempt at
+// a time, so it cannot send copies side by side.
+var errNoHedging = &OptionError{"WithHedging", "backoffretry", "a front door that runs one attempt at a time cannot hedge: use the Transport or restyretry"}
+
 // The engine, for front doors that own their retry loop.
 func init() {
 	frontdoor.Register(func(req *http.Request, next http.RoundTripper, opts ...Option) (frontdoor.Run[*Attempt], error) {
@@ -451,6 +467,12 @@ func init() {
 				req.Body.Close()
 			}
 			return nil, err
+		}
+		if p.hedge != nil {
+			if req.Body != nil {
+				req.Body.Close()
+			}
+			return nil, errNoHedging
 		}
 		r := p.newRun(req, next)
 		r.outcome = out

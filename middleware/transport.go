@@ -64,6 +64,12 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	p.deposit(req)
 	// Asked once: the answer holds for every attempt of this request.
 	on := p.hooksOn(req)
+	if p.hedge != nil && p.hedgeable(req) {
+		r := &run{outcome: out}
+		r.init(p, req, next, on)
+		r.prepareBody()
+		return r.hedged()
+	}
 	if p.fastPath(req, on) {
 		// The success path: no run, no timer, no body wrapper. A replayable
 		// request needs nothing more; any other gets its send state traced

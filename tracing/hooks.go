@@ -40,6 +40,8 @@ const (
 	keyAttempts    = attribute.Key("tank.request.attempts")
 	keyOutcome     = attribute.Key("tank.request.outcome")
 	keySlept       = attribute.Key("tank.request.slept")
+	keyHedge       = attribute.Key("tank.attempt.hedge")
+	keyWinner      = attribute.Key("tank.request.winner")
 )
 
 // hooks holds what every request shares: the tracer, the instruments and
@@ -100,13 +102,17 @@ func handle(err error) {
 
 // request is one logical request's state. It is also the context that
 // RequestStart returns (its parent plus itself as a value), which saves a
-// context allocation. Attempts of one request run one after the other, so
-// it needs no lock.
+// context allocation. The middleware never runs two hooks of one request
+// at the same time, so it needs no lock; the attempt goroutines of a hedged
+// request read only what never changes (its Context).
 type request struct {
 	context.Context
 	span    trace.Span // tank's INTERNAL span, or nil
-	attempt trace.Span // the current attempt's span
-	start   time.Time  // the current attempt's start, when metrics are on
+	attempt trace.Span // the span of the attempt in flight (the first copy, when hedged)
+	start   time.Time  // that attempt's start, when metrics are on
+
+	attempts int  // attempts started
+	hedged   bool // a hedge was sent
 
 	method string // http.request.method
 	name   string // attempt span name
@@ -127,6 +133,23 @@ func (r *request) Value(key any) any {
 func fromContext(ctx context.Context) *request {
 	r, _ := ctx.Value(requestKey{}).(*request)
 	return r
+}
+
+// hedgeAttempt is the state of a hedge (an extra copy in flight beside
+// the request's attempt), and the context of its attempt.
+type hedgeAttempt struct {
+	context.Context
+	span  trace.Span
+	start time.Time
+}
+
+type hedgeKey struct{}
+
+func (c *hedgeAttempt) Value(key any) any {
+	if key == (hedgeKey{}) {
+		return c
+	}
+	return c.Context.Value(key)
 }
 
 func (h *hooks) metricsOn(ctx context.Context) bool {
@@ -217,13 +240,22 @@ func (h *hooks) attemptStart(ctx context.Context, a *middleware.Attempt) context
 		attrs = append(attrs, semconv.HTTPRequestResendCount(r.resent))
 	}
 	r.resent++
-	ctx, r.attempt = h.tracer.Start(ctx, r.name, clientKind, trace.WithAttributes(attrs...))
-	h.prop.Inject(ctx, headerCarrier(a.Header))
-	if h.duration.Enabled(ctx) {
-		r.start = time.Now()
-	} else {
-		r.start = time.Time{}
+	r.attempts++
+	if a.Hedge {
+		attrs = append(attrs, keyHedge.Bool(true))
+		r.hedged = true
 	}
+	ctx, span := h.tracer.Start(ctx, r.name, clientKind, trace.WithAttributes(attrs...))
+	var start time.Time
+	if h.duration.Enabled(ctx) {
+		start = time.Now()
+	}
+	if a.Hedge {
+		ctx = &hedgeAttempt{Context: ctx, span: span, start: start}
+	} else {
+		r.attempt, r.start = span, start
+	}
+	h.prop.Inject(ctx, headerCarrier(a.Header))
 	return ctx
 }
 
@@ -266,11 +298,18 @@ func errorType(a *middleware.Attempt) string {
 
 func (h *hooks) attemptEnd(ctx context.Context, a *middleware.Attempt) {
 	r := fromContext(ctx)
-	if r == nil || r.attempt == nil {
+	if r == nil {
 		return
 	}
-	span := r.attempt
-	r.attempt = nil
+	span, start := r.attempt, r.start
+	if c, _ := ctx.Value(hedgeKey{}).(*hedgeAttempt); c != nil {
+		span, start = c.span, c.start
+	} else {
+		r.attempt = nil
+	}
+	if span == nil {
+		return
+	}
 	etype := errorType(a)
 	if span.IsRecording() {
 		attrs := r.buf[:0]
@@ -297,7 +336,7 @@ func (h *hooks) attemptEnd(ctx context.Context, a *middleware.Attempt) {
 	}
 	span.End()
 
-	if !r.start.IsZero() {
+	if !start.IsZero() {
 		attrs := r.server.metricAttrs(r.buf[:0], r.method)
 		if a.Response != nil {
 			attrs = append(attrs, semconv.HTTPResponseStatusCode(a.Response.StatusCode))
@@ -305,7 +344,7 @@ func (h *hooks) attemptEnd(ctx context.Context, a *middleware.Attempt) {
 		if etype != "" {
 			attrs = append(attrs, semconv.ErrorTypeKey.String(etype))
 		}
-		h.duration.Record(ctx, time.Since(r.start).Seconds(), metric.WithAttributes(attrs...))
+		h.duration.Record(ctx, time.Since(start).Seconds(), metric.WithAttributes(attrs...))
 	}
 	if h.attempts.Enabled(ctx) {
 		h.attempts.Add(ctx, 1, metric.WithAttributes(
@@ -335,9 +374,13 @@ func (h *hooks) requestEnd(ctx context.Context, last *middleware.Attempt) {
 		// last.Sleep is zero after a final attempt, and the time actually
 		// waited when the caller gave up during a wait.
 		attrs := append(r.buf[:0],
-			keyAttempts.Int(last.Number),
+			keyAttempts.Int(r.attempts),
 			keyOutcome.String(string(last.Reason)),
 			keySlept.Float64((last.Slept + last.Sleep).Seconds()))
+		if r.hedged {
+			// Which copy ended the request: its span has the same number.
+			attrs = append(attrs, keyWinner.Int(last.Number))
+		}
 		etype, desc := errorType(last), statusDescription(last)
 		if last.Reason == middleware.ReasonCanceled {
 			// The caller ended the request, whatever the last attempt got.
@@ -360,8 +403,7 @@ func (h *hooks) requestEnd(ctx context.Context, last *middleware.Attempt) {
 // traced reports whether ctx is the context of an attempt tank records
 // as a CLIENT span, or of a request tank's hooks will trace.
 func (h *hooks) traced(ctx context.Context) bool {
-	if r := fromContext(ctx); r != nil && r.attempt != nil {
-		return true
-	}
-	return !h.idle(ctx)
+	// An attempt's context carries the request's state; reading whether
+	// an attempt is in flight would race with a hedged request's hooks.
+	return fromContext(ctx) != nil || !h.idle(ctx)
 }

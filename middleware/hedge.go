@@ -3,6 +3,7 @@ package middleware
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"slices"
 	"strconv"
@@ -60,6 +61,7 @@ type hedgeCopy struct {
 	start      time.Time
 	resp       *http.Response
 	err        error
+	panicked   any // what the wrapped transport panicked with, if it did
 }
 
 // hedged runs a hedged request: rounds of copies. A round starts with one
@@ -131,7 +133,7 @@ func (r *run) round(results chan *hedgeCopy, inflight *[]*hedgeCopy) (*Attempt, 
 				tick = nil
 			}
 		case c := <-results:
-			a, end, done := r.judgeCopy(c, inflight)
+			a, end, done := r.judgeCopy(c, results, inflight)
 			if end {
 				return a, done
 			}
@@ -224,6 +226,12 @@ func (r *run) start(c *hedgeCopy, results chan<- *hedgeCopy) *hedgeCopy {
 	c.start = r.p.now()
 	next := r.next
 	go func() {
+		defer func() {
+			if v := recover(); v != nil {
+				c.panicked, c.resp, c.err = v, nil, fmt.Errorf("tank: the wrapped transport (%T) panicked: %v", next, v)
+				results <- c
+			}
+		}()
 		resp, err := next.RoundTrip(req)
 		c.resp, c.err = checked(next, resp, err)
 		results <- c
@@ -233,9 +241,21 @@ func (r *run) start(c *hedgeCopy, results chan<- *hedgeCopy) *hedgeCopy {
 
 // judgeCopy judges a copy that has returned. end reports that the round is
 // over, done that the request is.
-func (r *run) judgeCopy(c *hedgeCopy, inflight *[]*hedgeCopy) (a *Attempt, end, done bool) {
+func (r *run) judgeCopy(c *hedgeCopy, results chan *hedgeCopy, inflight *[]*hedgeCopy) (a *Attempt, end, done bool) {
 	p, h := r.p, r.p.hedge
 	*inflight = slices.DeleteFunc(*inflight, func(x *hedgeCopy) bool { return x == c })
+	if c.panicked != nil {
+		// As without hedging, the panic reaches the caller unchanged; the
+		// other copies are cancelled and reaped.
+		for _, x := range *inflight {
+			x.cancel()
+		}
+		if n := len(*inflight); n > 0 {
+			go r.reap(results, n)
+		}
+		c.cancel()
+		panic(c.panicked)
+	}
 	a = c.a
 	g := r.assess(a, c.resp, c.err, c.st, c.early, c.timeoutCtx)
 	now := p.now()
@@ -299,11 +319,16 @@ func (r *run) endCopy(c *hedgeCopy) {
 
 // reap waits for the n copies still in flight when the request ended,
 // which were cancelled: each is reported as superseded (canceled when the
-// caller gave up) and its response thrown away; then RequestEnd runs.
+// caller gave up) and its response thrown away; then RequestEnd runs. A
+// copy whose transport panicked is reported with the panic as its error:
+// there is no caller left to raise it to.
 func (r *run) reap(results <-chan *hedgeCopy, n int) {
 	for range n {
 		c := <-results
 		a := c.a
+		if c.err == nil && c.resp == nil {
+			c.err = ErrNilResponse // not reached: checked or recover set one
+		}
 		r.assess(a, c.resp, c.err, c.st, c.early, c.timeoutCtx)
 		if c.err != nil {
 			a.Class = ClassCanceled

@@ -12,6 +12,8 @@ import (
 	"testing"
 	"testing/synctest"
 	"time"
+
+	"github.com/tankhttp/tank/internal/frontdoor"
 )
 
 // reply is what the fake server does with one copy: wait, then answer
@@ -488,4 +490,139 @@ func TestHedgeBodies(t *testing.T) {
 			t.Errorf("caller's body closed %d times, GetBody called %d times; want 1, 2", c, gets.Load())
 		}
 	})
+}
+
+// rtFuncN gives call i (from 0) to f.
+type rtFuncN struct {
+	n atomic.Int32
+	f func(i int, req *http.Request) (*http.Response, error)
+}
+
+func (r *rtFuncN) RoundTrip(req *http.Request) (*http.Response, error) {
+	return r.f(int(r.n.Add(1)-1), req)
+}
+
+func okResponse(req *http.Request) *http.Response {
+	return &http.Response{StatusCode: 200, Header: http.Header{}, Body: io.NopCloser(strings.NewReader("ok")), Request: req}
+}
+
+// Hostile transports under hedging: a panic in a copy reaches the caller
+// (the other copies are cancelled and reaped); a copy that ignores its
+// cancellation does not hold the winner back; (nil, nil) from a copy is
+// an error judged like any other.
+func TestHedgeHostileTransports(t *testing.T) {
+	t.Run("panic in a hedge", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			var firstCanceled atomic.Bool
+			rt := NewTransport(&rtFuncN{f: func(i int, req *http.Request) (*http.Response, error) {
+				if i == 0 {
+					<-req.Context().Done()
+					firstCanceled.Store(true)
+					return nil, req.Context().Err()
+				}
+				panic("boom")
+			}}, WithHedging(10*time.Millisecond, 1))
+			req, _ := http.NewRequest("GET", "http://x/", nil)
+			func() {
+				defer func() {
+					if v := recover(); v != "boom" {
+						t.Errorf("recovered %v; want the transport's panic", v)
+					}
+				}()
+				rt.RoundTrip(req)
+				t.Error("RoundTrip returned")
+			}()
+			synctest.Wait()
+			if !firstCanceled.Load() {
+				t.Error("the first copy was not cancelled")
+			}
+		})
+	})
+	t.Run("loser ignores cancel", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			release := make(chan struct{})
+			var requestEnd atomic.Bool
+			rt := NewTransport(&rtFuncN{f: func(i int, req *http.Request) (*http.Response, error) {
+				if i == 0 {
+					<-release // deaf to its context
+					return okResponse(req), nil
+				}
+				return okResponse(req), nil
+			}}, WithHedging(10*time.Millisecond, 1), WithHooks(Hooks{
+				RequestEnd: func(context.Context, *Attempt) { requestEnd.Store(true) },
+			}))
+			req, _ := http.NewRequest("GET", "http://x/", nil)
+			start := time.Now()
+			if status, _, err := get(t, rt, req); err != nil || status != 200 {
+				t.Fatal(status, err)
+			}
+			if d := time.Since(start); d != 10*time.Millisecond {
+				t.Errorf("the winner came back after %v; want 10ms", d)
+			}
+			synctest.Wait()
+			if requestEnd.Load() {
+				t.Error("RequestEnd ran before the loser returned")
+			}
+			close(release)
+			synctest.Wait()
+			if !requestEnd.Load() {
+				t.Error("RequestEnd did not run once the loser returned")
+			}
+		})
+	})
+	t.Run("nil response from a hedge", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			log := &hookLog{t: t}
+			rt := NewTransport(&rtFuncN{f: func(i int, req *http.Request) (*http.Response, error) {
+				if i == 0 {
+					time.Sleep(50 * time.Millisecond)
+					return okResponse(req), nil
+				}
+				return nil, nil
+			}}, WithHedging(10*time.Millisecond, 1), WithHooks(log.hooks()))
+			req, _ := http.NewRequest("GET", "http://x/", nil)
+			if status, _, err := get(t, rt, req); err != nil || status != 200 {
+				t.Fatal(status, err)
+			}
+			synctest.Wait()
+			if a := log.ends[0]; !a.Hedge || !errors.Is(a.Err, ErrNilResponse) || a.Verdict != Retry {
+				t.Errorf("hedge: %+v; want ErrNilResponse, dropped with a Retry verdict", a)
+			}
+		})
+	})
+	t.Run("GetBody fails for a hedge", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			srv := &copyServer{script: []reply{{after: 50 * time.Millisecond, status: 200}}}
+			b, _ := NewBudget(0.5, 0, nil)
+			rt := NewTransport(srv, WithHedging(10*time.Millisecond, 1), WithBudget(b))
+			req, _ := http.NewRequest("PUT", "http://x/", strings.NewReader("payload"))
+			req.GetBody = func() (io.ReadCloser, error) { return nil, errors.New("gone") }
+			before := b.level(req, time.Now())
+			if status, _, err := get(t, rt, req); err != nil || status != 200 {
+				t.Fatal(status, err)
+			}
+			if calls, _, _ := srv.stats(); calls != 1 {
+				t.Errorf("%d copies; want 1 (no body for a hedge)", calls)
+			}
+			// The request deposited 0.5; the hedge's token was given back.
+			if after := b.level(req, time.Now()); after < before {
+				t.Errorf("budget %v before, %v after; want the hedge's token refunded", before, after)
+			}
+		})
+	})
+}
+
+func TestHedgeNotForBackoffFrontDoor(t *testing.T) {
+	// Through the engine's registration, as adapters/backoffretry uses it.
+	req, _ := http.NewRequest("GET", "http://x/", strings.NewReader("b"))
+	cc := &closeCounter{Reader: req.Body}
+	req.Body = cc
+	_, err := frontdoor.NewRun[Option, *Attempt](req, nil, WithHedging(time.Millisecond, 1))
+	var oe *OptionError
+	if !errors.As(err, &oe) || oe.Option != "WithHedging" {
+		t.Fatalf("err = %v; want *OptionError for WithHedging", err)
+	}
+	if cc.closes.Load() != 1 {
+		t.Errorf("body closed %d times; want 1", cc.closes.Load())
+	}
 }

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/tankhttp/tank/internal/testsupport/faultserver"
 	"github.com/tankhttp/tank/middleware"
@@ -99,4 +100,24 @@ func TestOutcomeThroughNew(t *testing.T) {
 			t.Errorf("Outcome %+v after %d hits; want %+v after 3", out, srv.Hits(), want)
 		}
 	})
+}
+
+// Hedging needs copies in flight side by side; backoff runs one operation
+// at a time, so New refuses it with an *OptionError, before anything is
+// sent, given to New or through the request's context.
+func TestNoHedging(t *testing.T) {
+	for _, viaContext := range []bool{false, true} {
+		srv, hits := codeServer(t, 200)
+		req := newRequest(t, http.MethodGet, srv.URL, "")
+		opts := []middleware.Option{noWait, middleware.WithHedging(time.Millisecond, 1)}
+		if viaContext {
+			req = req.WithContext(middleware.WithRequestOptions(context.Background(), opts[1:]...))
+			opts = opts[:1]
+		}
+		_, err := do(req, newTransport(t), opts...)
+		var oe *middleware.OptionError
+		if !errors.As(err, &oe) || oe.Option != "WithHedging" || hits.Load() != 0 {
+			t.Errorf("context %v: err = %v after %d hits; want *OptionError for WithHedging, nothing sent", viaContext, err, hits.Load())
+		}
+	}
 }

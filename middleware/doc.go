@@ -47,6 +47,13 @@
 // Hooks let observers (the tracing package, logs) see every attempt;
 // a Classifier lets users judge attempts before the default rules.
 //
+// WithHedging and WithAdaptiveHedging send another copy of a slow request
+// that is safe to send twice (replayable, with no body or with GetBody);
+// the first copy to end the request wins and the others are cancelled.
+// Copies are attempts: hooks see them, WithMaxAttempts counts them, and the
+// retry budget pays for them. A POST without an Idempotency-Key is never
+// hedged.
+//
 // # What net/http re-sends by itself
 //
 // When a reused keep-alive connection fails after the request was written
@@ -69,14 +76,20 @@
 // beside an error is closed and ignored. Hooks and classifiers see each
 // Attempt read-only: what they write to it (Header in AttemptStart aside) is
 // undone when they return. Hooks.Enabled is asked once per request. A panic
-// in the wrapped transport, a hook or a classifier is not recovered.
+// in the wrapped transport, a hook or a classifier is not recovered; with
+// hedging, a panic in a copy's transport is raised on the caller's
+// goroutine (or, once the request has ended, becomes that copy's error).
 //
 // # Concurrency
 //
 // A Transport is safe for concurrent use: its rules are fixed when it is
 // built, and each request's state lives in its own RoundTrip call (or, with
 // adapters/backoffretry, in the request's operation). Hooks and classifiers
-// are called from many requests at once and must be safe for that.
+// are called from many requests at once and must be safe for that. The
+// hooks of one request never run at the same time; with hedging, the copies
+// still in flight when the request ends are reaped on a goroutine of
+// tank's, which runs their AttemptEnd and then RequestEnd, after RoundTrip
+// has returned.
 //
 // # Design
 //

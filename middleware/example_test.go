@@ -301,3 +301,32 @@ func ExampleExhaustedError() {
 	// POST: attempts=1 reason=not_replayable
 	// the POST may have been processed: not sent again
 }
+
+// A server that stalls on the first request. The GET gets a second copy
+// after 50ms and the hedge's answer; the stalled copy is cancelled. A POST
+// without an Idempotency-Key would not be hedged.
+func ExampleWithHedging() {
+	var hits atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if hits.Add(1) == 1 {
+			<-r.Context().Done() // stalled until tank gives it up
+			return
+		}
+		io.WriteString(w, "from the hedge")
+	}))
+	defer srv.Close()
+
+	tr := middleware.NewTransport(nil, middleware.WithHedging(50*time.Millisecond, 1))
+	defer tr.CloseIdleConnections()
+	var out middleware.Outcome
+	req, _ := http.NewRequestWithContext(middleware.WithOutcome(context.Background(), &out), http.MethodGet, srv.URL, nil)
+	resp, err := tr.RoundTrip(req)
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	fmt.Printf("%d %s after %d copies\n", resp.StatusCode, b, out.Attempts)
+	// Output: 200 from the hedge after 2 copies
+}

@@ -9,7 +9,10 @@ import (
 // httptrace.ClientTrace, Hooks are plain data: new fields may be added.
 //
 // Hooks run on the goroutine of the request; they must be safe to call from
-// many requests at once.
+// many requests at once. The hooks of one request never run at the same
+// time. With WithHedging, the AttemptEnd of copies cancelled because
+// another copy ended the request, and then RequestEnd, run on a goroutine
+// of tank's once those copies have returned, possibly after RoundTrip has.
 type Hooks struct {
 	// Enabled, when set, is asked once per request, before anything else,
 	// whether the other hooks want to see it; the answer holds for the whole
@@ -26,7 +29,9 @@ type Hooks struct {
 	// AttemptEnd runs once the attempt is judged, before any wait. ctx is
 	// the context AttemptStart returned.
 	AttemptEnd func(ctx context.Context, a *Attempt)
-	// RequestEnd runs once with the last attempt, when the request is over.
+	// RequestEnd runs once with the last attempt, when the request is over,
+	// after every AttemptEnd. For a hedged request the last attempt is the
+	// copy that ended it, which need not be the highest numbered.
 	// ctx is the context RequestStart returned.
 	RequestEnd func(ctx context.Context, last *Attempt)
 }

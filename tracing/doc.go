@@ -63,9 +63,11 @@
 //	tank.attempt.sleep            attempt   float   seconds tank waits before the next attempt (retries only)
 //	tank.attempt.sleep_source     attempt   string  "backoff" or "retry_after" (retries only)
 //	tank.attempt.budget_tokens    attempt   float   tokens left in the retry budget (only with a budget)
-//	tank.request.attempts         request   int     attempts made
+//	tank.attempt.hedge            attempt   bool    true on an extra copy sent by WithHedging (absent otherwise)
+//	tank.request.attempts         request   int     attempts made, every hedged copy included
 //	tank.request.outcome          request   string  the last attempt's middleware.Reason
 //	tank.request.slept            request   float   seconds waited between attempts in total
+//	tank.request.winner           request   int     hedged requests: the number of the copy that ended the request
 //
 // The request attributes are on tank's INTERNAL span, which also carries
 // the method, server and url.full attributes of the request.

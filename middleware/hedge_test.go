@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"log/slog"
 	"net/http"
 	"strings"
 	"sync"
@@ -625,4 +626,42 @@ func TestHedgeNotForBackoffFrontDoor(t *testing.T) {
 	if cc.closes.Load() != 1 {
 		t.Errorf("body closed %d times; want 1", cc.closes.Load())
 	}
+}
+
+func TestHedgeLogged(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var buf bytes.Buffer
+		var mu sync.Mutex
+		l := slog.New(slog.NewTextHandler(&lockedWriter{w: &buf, mu: &mu}, &slog.HandlerOptions{
+			ReplaceAttr: func(_ []string, a slog.Attr) slog.Attr {
+				if a.Key == slog.TimeKey {
+					return slog.Attr{}
+				}
+				return a
+			}}))
+		srv := &copyServer{script: []reply{{after: time.Hour, status: 200}, {after: time.Millisecond, status: 200}}}
+		rt := NewTransport(srv, WithHedging(10*time.Millisecond, 1), WithLogger(l))
+		req, _ := http.NewRequest("GET", "http://x/a?secret=1", nil)
+		if _, _, err := get(t, rt, req); err != nil {
+			t.Fatal(err)
+		}
+		synctest.Wait()
+		mu.Lock()
+		defer mu.Unlock()
+		want := `level=INFO msg="tank: succeeded on a hedge" attempt=2 class=final reason=final hedge=true status=200 method=GET url=http://x/a` + "\n"
+		if got := buf.String(); got != want {
+			t.Errorf("logged:\n%s\nwant:\n%s", got, want)
+		}
+	})
+}
+
+type lockedWriter struct {
+	w  io.Writer
+	mu *sync.Mutex
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
 }

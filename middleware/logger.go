@@ -11,11 +11,12 @@ import (
 // retrying"), one when a request ends on a give-up (WARN, "tank: gave up":
 // any ending but a final response, the caller's cancellation included), and
 // one when a request succeeds after retries (INFO, "tank: succeeded after
-// retries"). A request answered at its first attempt logs nothing at INFO
-// or above.
+// retries", or "tank: succeeded on a hedge" when a hedge answered first). A
+// request answered at its first attempt logs nothing at INFO or above.
 //
 // Records carry stable keys with plain values: attempt (a number), class
-// and reason (their labels), sleep (a duration, retries only), status (the
+// and reason (their labels), hedge (true, on a copy sent by WithHedging),
+// sleep (a duration, retries only), status (the
 // response's code) or error (the transport error's text), method, and url
 // without userinfo or query. The request's context is passed on to the
 // handler.
@@ -56,6 +57,8 @@ func (lg logger) requestEnd(ctx context.Context, a *Attempt) {
 	switch {
 	case a.Reason != ReasonFinal:
 		lg.log(ctx, slog.LevelWarn, "tank: gave up", a)
+	case a.Hedge && lg.l.Enabled(ctx, slog.LevelInfo):
+		lg.log(ctx, slog.LevelInfo, "tank: succeeded on a hedge", a)
 	case a.Number > 1 && lg.l.Enabled(ctx, slog.LevelInfo):
 		lg.log(ctx, slog.LevelInfo, "tank: succeeded after retries", a)
 	}
@@ -68,6 +71,9 @@ func (lg logger) log(ctx context.Context, level slog.Level, msg string, a *Attem
 		slog.String("class", string(a.Class)),
 		slog.String("reason", string(a.Reason)))
 	attrs = append(attrs, extra...)
+	if a.Hedge {
+		attrs = append(attrs, slog.Bool("hedge", true))
+	}
 	switch {
 	case a.Response != nil:
 		attrs = append(attrs, slog.Int("status", a.Response.StatusCode))

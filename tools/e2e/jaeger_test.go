@@ -458,6 +458,9 @@ func (rc *recorder) sent() []string {
 //   - a 307 redirect, then a 503 retried on the new location: one trace,
 //     the second hop's request span a child of the first's, resend counts
 //     across hops;
+//   - a hedged GET whose first copy stalls: two sibling CLIENT spans, the
+//     hedge marked, the stalled copy superseded, the winner named on the
+//     request span;
 //   - a cancel during a wait: the attempt span keeps the planned sleep, the
 //     request span says canceled, with the cause and the time slept.
 func TestTraceShapesInJaeger(t *testing.T) {
@@ -587,6 +590,77 @@ func TestTraceShapesInJaeger(t *testing.T) {
 			}
 			if u, _ := s.tag("url.full"); u != hs.URL+[]string{"/old", "/new", "/new"}[i] {
 				t.Errorf("attempt %d url.full = %v", i+1, u)
+			}
+		}
+	})
+
+	t.Run("hedge", func(t *testing.T) {
+		ctx := context.Background()
+		service := "tank-e2e-hedge-" + run
+		tp := exportTo(t, otlp, service)
+		srv := &recorder{answer: func(w http.ResponseWriter, r *http.Request, n int) {
+			if n == 1 {
+				<-r.Context().Done() // the first copy stalls until tank gives it up
+				return
+			}
+			io.WriteString(w, "ok")
+		}}
+		hs := httptest.NewServer(srv)
+		defer hs.Close()
+		base := &http.Transport{}
+		defer base.CloseIdleConnections()
+
+		ended := make(chan struct{})
+		client := &http.Client{Transport: middleware.NewTransport(base, append(slices.Clone(policy),
+			middleware.WithHedging(20*time.Millisecond, 1),
+			tracing.With(tracing.WithTracerProvider(tp), tracing.WithPropagators(propagation.TraceContext{})),
+			middleware.WithHooks(middleware.Hooks{RequestEnd: func(context.Context, *middleware.Attempt) { close(ended) }}))...)}
+		resp, err := client.Get(hs.URL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		select {
+		case <-ended: // the stalled copy is reaped, its span ended, then the request's
+		case <-time.After(10 * time.Second):
+			t.Fatal("RequestEnd never ran")
+		}
+		if err := tp.Shutdown(ctx); err != nil {
+			t.Fatalf("exporting to jaeger: %v", err)
+		}
+
+		data := traces(t, query, service, 3)
+		if len(data) != 1 || len(data[0].Spans) != 3 {
+			t.Fatalf("jaeger holds %d traces (first with %d spans); want 1 of 3", len(data), len(data[0].Spans))
+		}
+		reqs, attempts := data[0].byKind("internal"), data[0].byKind("client")
+		if len(reqs) != 1 || len(attempts) != 2 {
+			t.Fatalf("%d request and %d attempt spans; want 1 and 2 (siblings)", len(reqs), len(attempts))
+		}
+		sent := srv.sent()
+		for i, want := range []map[string]any{
+			{"tank.attempt.reason": "superseded", "tank.attempt.decision": "stop"},
+			{"tank.attempt.reason": "final", "tank.attempt.hedge": true, "http.request.resend_count": 1.0, "http.response.status_code": 200.0},
+		} {
+			if !attempts[i].childOf(reqs[0]) {
+				t.Errorf("attempt %d is not a child of the request span", i+1)
+			}
+			for key, v := range want {
+				if got, _ := attempts[i].tag(key); got != v {
+					t.Errorf("attempt %d %s = %v; want %v", i+1, key, got, v)
+				}
+			}
+			if tp := traceparentSpan(sent[i]); tp != attempts[i].SpanID {
+				t.Errorf("server hit %d has parent %q; want attempt %d's span %s", i+1, tp, i+1, attempts[i].SpanID)
+			}
+		}
+		if _, ok := attempts[0].tag("tank.attempt.hedge"); ok {
+			t.Error("the first copy is marked as a hedge")
+		}
+		for key, want := range map[string]any{"tank.request.attempts": 2.0, "tank.request.winner": 2.0, "tank.request.outcome": "final"} {
+			if got, _ := reqs[0].tag(key); got != want {
+				t.Errorf("request %s = %v; want %v", key, got, want)
 			}
 		}
 	})

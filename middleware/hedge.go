@@ -173,7 +173,9 @@ func (r *run) launch(hedge bool) (*hedgeCopy, error) {
 	p := r.p
 	body := r.body
 	r.body = nil
-	if r.hasBody && body == nil {
+	if !r.hasBody {
+		body = r.req.Body // nil or http.NoBody, the same for every copy
+	} else if body == nil {
 		b, err := r.getBody()
 		if err != nil {
 			if !hedge && r.last != nil {

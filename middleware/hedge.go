@@ -9,10 +9,9 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/tankhttp/tank/internal/latency"
 	"github.com/tankhttp/tank/internal/replay"
 	"github.com/tankhttp/tank/internal/sendstate"
-
-	"github.com/tankhttp/tank/internal/latency"
 )
 
 // hedging is the setting of WithHedging or WithAdaptiveHedging.

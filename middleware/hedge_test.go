@@ -339,9 +339,9 @@ func TestHedgePaidFromBudget(t *testing.T) {
 func TestHedgeFailedCopies(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		srv := &copyServer{script: []reply{
-			{after: 50 * time.Millisecond, status: 503},  // first copy: fails last
-			{after: 5 * time.Millisecond, status: 503},   // hedge at 10ms: fails first, dropped
-			{after: 1 * time.Millisecond, status: 200},   // the retry after the wait
+			{after: 50 * time.Millisecond, status: 503}, // first copy: fails last
+			{after: 5 * time.Millisecond, status: 503},  // hedge at 10ms: fails first, dropped
+			{after: 1 * time.Millisecond, status: 200},  // the retry after the wait
 		}}
 		log := &hookLog{t: t}
 		rt := NewTransport(srv, WithHedging(10*time.Millisecond, 1), WithMaxAttempts(3),

@@ -1,11 +1,12 @@
 package middleware
 
 import (
-	"github.com/tankhttp/tank/internal/latency"
 	"fmt"
 	"net/http"
 	"strings"
 	"time"
+
+	"github.com/tankhttp/tank/internal/latency"
 )
 
 // Jitter selects how waits are randomised.

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -195,22 +196,10 @@ func TestHedgeWinsOverStalledCopy(t *testing.T) {
 			t.Errorf("server: %d copies, %d at once, %d bodies open, %d cancelled; want 2, 2, 0, 1", calls, peak, open, srv.canceled)
 		}
 		want := []string{"start 1", "start 2 hedge", "end 2 hedge final", "end 1 superseded", "request 2 final"}
-		if got := log.get(); !equal(got, want) {
+		if got := log.get(); !slices.Equal(got, want) {
 			t.Errorf("hooks:\n got %q\nwant %q", got, want)
 		}
 	})
-}
-
-func equal(a, b []string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // A POST without a key is never hedged: it waits for its one copy.
@@ -356,7 +345,7 @@ func TestHedgeFailedCopies(t *testing.T) {
 			t.Errorf("took %v; want 71ms (first copy's 503 at 50ms, 20ms wait, 1ms)", d)
 		}
 		want := []string{"start 1", "start 2 hedge", "end 2 hedge not_processed", "end 1 not_processed", "start 3", "end 3 final", "request 3 final"}
-		if got := log.get(); !equal(got, want) {
+		if got := log.get(); !slices.Equal(got, want) {
 			t.Errorf("hooks:\n got %q\nwant %q", got, want)
 		}
 		if a := log.ends[0]; a.Verdict != Retry || a.Sleep != 0 {

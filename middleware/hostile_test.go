@@ -14,6 +14,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -351,7 +352,7 @@ func TestHooksCannotChangeDecisions(t *testing.T) {
 			if el := time.Since(start); el != 2*time.Second || rt.calls != 3 {
 				t.Errorf("%d attempts in %v; want 3 in 2s (two 1s waits, the hook's hour ignored)", rt.calls, el)
 			}
-			if want := []time.Duration{time.Second, time.Second, 0}; !equalDurations(seen, want) {
+			if want := []time.Duration{time.Second, time.Second, 0}; !slices.Equal(seen, want) {
 				t.Errorf("the next hook saw sleeps %v; want %v, as tank decided", seen, want)
 			}
 		})
@@ -375,18 +376,6 @@ func TestHooksCannotChangeDecisions(t *testing.T) {
 			t.Errorf("RoundTrip error = %v; want ReasonNotReplayable whatever RequestEnd wrote", err)
 		}
 	})
-}
-
-func equalDurations(a, b []time.Duration) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // TestBlockingHook: a hook that blocks until the caller gives up holds the

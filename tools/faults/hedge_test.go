@@ -270,20 +270,8 @@ func runHedgedCell(t *testing.T, row matrixRow, m method, fd frontDoor, hc hedge
 	rec := newHedgeRec()
 	opts := append([]middleware.Option{middleware.WithMaxAttempts(matrixMax), middleware.WithBackoff(0, 0)}, row.opts...)
 	opts = append(opts, middleware.WithHedging(hc.delay, hc.max), middleware.WithHooks(rec.hooks()))
-	ctx := tg.ctx
-	if ctx == nil {
-		ctx = context.Background()
-	}
 	var out middleware.Outcome
-	ctx = middleware.WithOutcome(ctx, &out)
-	req := m.newRequest(t, ctx, tg.url)
-	if tg.prepare != nil {
-		tg.prepare(req)
-	}
-	var body *closeCounter
-	if fd.ownsBody {
-		body = countCloses(req)
-	}
+	req, body := cellRequest(t, tg, m, fd, func(ctx context.Context) context.Context { return middleware.WithOutcome(ctx, &out) })
 
 	resp, err := fd.do(t, tr, req, opts)
 	status := 0

@@ -418,6 +418,27 @@ func TestFaultMatrix(t *testing.T) {
 	}
 }
 
+// cellRequest makes a cell's request: kind m to tg, under tg's context
+// (changed by wrap, when given). body counts the closes of the request's
+// body when fd hands tank the caller's body; it is nil otherwise.
+func cellRequest(t *testing.T, tg target, m method, fd frontDoor, wrap func(context.Context) context.Context) (req *http.Request, body *closeCounter) {
+	ctx := tg.ctx
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	if wrap != nil {
+		ctx = wrap(ctx)
+	}
+	req = m.newRequest(t, ctx, tg.url)
+	if tg.prepare != nil {
+		tg.prepare(req)
+	}
+	if fd.ownsBody {
+		body = countCloses(req)
+	}
+	return req, body
+}
+
 func runMatrixCell(t *testing.T, row matrixRow, m method, fd frontDoor) {
 	tg := row.start(t)
 	d := newDialer()
@@ -430,18 +451,7 @@ func runMatrixCell(t *testing.T, row matrixRow, m method, fd frontDoor) {
 	if !fd.plain {
 		opts = append(opts, middleware.WithHooks(rec.hooks()))
 	}
-	ctx := tg.ctx
-	if ctx == nil {
-		ctx = context.Background()
-	}
-	req := m.newRequest(t, ctx, tg.url)
-	if tg.prepare != nil {
-		tg.prepare(req)
-	}
-	var body *closeCounter
-	if fd.ownsBody {
-		body = countCloses(req)
-	}
+	req, body := cellRequest(t, tg, m, fd, nil)
 
 	resp, err := fd.do(t, base, req, opts)
 	status := 0

@@ -302,13 +302,13 @@ func ExampleExhaustedError() {
 	// the POST may have been processed: not sent again
 }
 
-// A server that stalls on the first request. The GET gets a second copy
-// after 50ms and the hedge's answer; the stalled copy is cancelled. A POST
-// without an Idempotency-Key would not be hedged.
+// A server that stalls on a request's first copy (the one without an
+// X-Attempt header). The GET gets a second copy after 50ms and the hedge's
+// answer; the stalled copy is cancelled. A POST without an Idempotency-Key
+// would not be hedged.
 func ExampleWithHedging() {
-	var hits atomic.Int32
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if hits.Add(1) == 1 {
+		if r.Header.Get("X-Attempt") == "" {
 			<-r.Context().Done() // stalled until tank gives it up
 			return
 		}
@@ -316,7 +316,10 @@ func ExampleWithHedging() {
 	}))
 	defer srv.Close()
 
-	tr := middleware.NewTransport(nil, middleware.WithHedging(50*time.Millisecond, 1))
+	tr := middleware.NewTransport(nil,
+		middleware.WithHedging(50*time.Millisecond, 1),
+		middleware.WithAttemptHeader("X-Attempt"), // copies after the first say which they are
+	)
 	defer tr.CloseIdleConnections()
 	var out middleware.Outcome
 	req, _ := http.NewRequestWithContext(middleware.WithOutcome(context.Background(), &out), http.MethodGet, srv.URL, nil)

@@ -5,7 +5,6 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -18,11 +17,10 @@ import (
 // span for each copy. The hedge is marked; the copy that lost says
 // superseded; the request span names the winner.
 func TestHedgedSpans(t *testing.T) {
-	var n atomic.Int32
-	firstIn := make(chan struct{})
+	// Copies may reach the server in any order: the attempt header tells
+	// the first (none) from the hedge ("2").
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if n.Add(1) == 1 {
-			close(firstIn)
+		if r.Header.Get("X-Attempt") == "" {
 			<-r.Context().Done() // the first copy stalls until tank cancels it
 			return
 		}
@@ -32,14 +30,13 @@ func TestHedgedSpans(t *testing.T) {
 	rec := newRecorder(t)
 	ended := make(chan struct{})
 	opts := append(testOptions(rec),
-		middleware.WithHedging(time.Millisecond, 1),
+		middleware.WithHedging(time.Millisecond, 1), middleware.WithAttemptHeader("X-Attempt"),
 		middleware.WithHooks(middleware.Hooks{RequestEnd: func(context.Context, *middleware.Attempt) { close(ended) }}))
 	c := newClient(t, opts...)
 	resp, err := get(t, c, context.Background(), srv.URL)
 	if err != nil || resp.StatusCode != 200 {
 		t.Fatal(resp, err)
 	}
-	<-firstIn
 	select {
 	case <-ended: // the loser is reaped, then RequestEnd runs
 	case <-time.After(10 * time.Second):

@@ -13,9 +13,10 @@ import (
 	"github.com/tankhttp/tank/middleware"
 )
 
-// stallFirst is a server whose first request is answered only after
-// 300ms, unless the client gives it up first: without a hedge the first
-// request is slow. It records the body of every request.
+// stallFirst is a server whose first copy of a request (the one without an
+// X-Attempt header) is answered only after 300ms, unless the client gives
+// it up first: without a hedge the request is slow. Copies may arrive in
+// any order. It records the body of every request.
 type stallFirst struct {
 	*httptest.Server
 	mu     sync.Mutex
@@ -28,21 +29,17 @@ func newStallFirst(t *testing.T) *stallFirst {
 		b, _ := io.ReadAll(r.Body)
 		s.mu.Lock()
 		s.bodies = append(s.bodies, string(b))
-		n := len(s.bodies)
 		s.mu.Unlock()
-		switch n {
-		case 1:
-			select {
-			case <-r.Context().Done():
-				return
-			case <-time.After(300 * time.Millisecond):
-			}
-			io.WriteString(w, "first")
-		case 2:
+		if r.Header.Get("X-Attempt") != "" {
 			io.WriteString(w, "hedge")
-		default:
-			io.WriteString(w, "more")
+			return
 		}
+		select {
+		case <-r.Context().Done():
+			return
+		case <-time.After(300 * time.Millisecond):
+		}
+		io.WriteString(w, "first")
 	}))
 	t.Cleanup(s.Close)
 	return s
@@ -69,7 +66,7 @@ func TestHedgingThroughResty(t *testing.T) {
 	} {
 		t.Run(tt.method, func(t *testing.T) {
 			srv := newStallFirst(t)
-			c := restyretry.Apply(newClient(t), middleware.WithHedging(20*time.Millisecond, 1))
+			c := restyretry.Apply(newClient(t), middleware.WithHedging(20*time.Millisecond, 1), middleware.WithAttemptHeader("X-Attempt"))
 			var out middleware.Outcome
 			r := c.R().SetContext(middleware.WithOutcome(context.Background(), &out))
 			if tt.method != http.MethodGet {

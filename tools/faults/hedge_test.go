@@ -559,6 +559,10 @@ type stallFirst struct {
 	gone   chan struct{}
 }
 
+// copyHeader carries the attempt number on copies after the first
+// (WithAttemptHeader), so that stallFirst knows a request's first copy.
+const copyHeader = "X-Attempt"
+
 func newStallFirst(t *testing.T, hold time.Duration) (*stallFirst, string, *connStates) {
 	s := &stallFirst{hits: newHits(), gone: make(chan struct{})}
 	srv, states := newServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -568,7 +572,9 @@ func newStallFirst(t *testing.T, hold time.Duration) (*stallFirst, string, *conn
 		}
 		s.mu.Lock()
 		s.bodies = append(s.bodies, string(b))
-		first := len(s.bodies) == 1
+		// Copies may reach the server in any order: the attempt header
+		// tells the first (none) from the hedges.
+		first := r.Header.Get(copyHeader) == ""
 		s.mu.Unlock()
 		s.hits.add(r.Method)
 		if !first {
@@ -616,6 +622,7 @@ func TestHedgeStalledFirstCopy(t *testing.T) {
 				start := time.Now()
 				resp, err := fd.do(t, tr, req, []middleware.Option{
 					middleware.WithHedging(delay, 1), middleware.WithMaxAttempts(matrixMax), middleware.WithHooks(rec.hooks()),
+					middleware.WithAttemptHeader(copyHeader),
 				})
 				if err != nil {
 					t.Fatal(err)

@@ -16,6 +16,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"testing/synctest"
@@ -42,10 +43,21 @@ import (
 //     is negative, a status outside 100-599 is not judged final, and a
 //     malformed Retry-After ("-2", "soon") falls back to the backoff.
 //
+// The options include WithHedging and WithAdaptiveHedging with any values
+// (a non-positive delay, a quantile outside (0, 1) or a negative maxHedges
+// is an *OptionError); with hedging on, the checks allow for copies in
+// flight at once: the response may be any copy's, hooks see attempts in
+// the order they end, and dropped copies (Retry, no wait) are not waits.
+// The checks run once the caller has closed the response and the bubble is
+// idle, so that cancelled copies have been reaped.
+//
 // The fake transport answers from the script: 200, 503, 429 or 503 with a
 // Retry-After, odd statuses (999, 600, 0, 99, ...), 502 with a body, a
 // reset after the request was sent, a refused dial; past the script, one
-// 200, then a permanent (certificate) error.
+// 200, then a permanent (certificate) error. Each call decides its answer
+// when it arrives, then thinks (flags bits 11-14; at most 4096 hedging
+// delays) before giving it, until its context ends; bit 15 trains
+// WithAdaptiveHedging's tracker first.
 func FuzzOptions(f *testing.F) {
 	e := func(parts ...[]byte) []byte { return bytes.Join(parts, nil) }
 	get, post, put := uint16(0), uint16(1), uint16(2)
@@ -91,6 +103,27 @@ func FuzzOptions(f *testing.F) {
 	f.Add(e(foEncMethods("GET", ""), foEncMethods("POST")), []byte{foOutReset, foOut200}, post|deadline24h)
 	f.Add(e(foEncRetryAfterCap(math.MaxInt64), foEncHooks()), []byte{foOut429RA, 4 /* huge */, foOut200}, get|deadline24h)
 	f.Add(e(foEncAttemptTimeout(1), foEncGroups(1, 1, 1)), []byte{foOutRefused, foOutReset, foOut503, foOut200}, get|deadline24h)
+	// Hedging: think times of 30ms (the later copies faster), delays of a
+	// few milliseconds, so that hedges go out and win.
+	think30, faster, train := uint16(3)<<11, uint16(1)<<14, uint16(1)<<15
+	f.Add(e(foEncHooks(), foEncHedging(5*time.Millisecond, 2)), []byte{foOut503, foOut200, foOut200, foOut200}, get|deadline24h|think30|faster)
+	f.Add(e(foEncHooks(), foEncHedging(5*time.Millisecond, 1), foEncMaxAttempts(4)), []byte{foOutReset, foOut200, foOut503, foOut200}, put|withGetBody|deadline24h|think30)
+	f.Add(e(foEncHooks(), foEncHedging(time.Millisecond, 3), foEncDrainLimit(0)), []byte{foOut502, 40, foOut502, 9, foOut200, foOut200}, post|withGetBody|deadline24h|think30|faster|1<<10)
+	f.Add(e(foEncHooks(), foEncHedging(5*time.Millisecond, 2)), []byte{foOut200}, post|withGetBody|deadline24h|think30) // no key: not hedged
+	f.Add(e(foEncHooks(), foEncAdaptiveHedging(0.5, 2)), []byte{foOut503, foOut200, foOut200}, get|deadline24h|think30|faster|train)
+	f.Add(e(foEncHooks(), foEncAdaptiveHedging(0.95, 1)), []byte{foOut200, foOut200}, get|deadline24h|think30|faster) // untrained
+	f.Add(foEncHedging(5*time.Millisecond, 2), []byte{foOut200, foOut200, foOut200}, get|think30|faster)              // deadline 10ms
+	f.Add(foEncHedging(0, 1), []byte{foOut200}, get)
+	f.Add(foEncHedging(-1, 1), []byte{foOut200}, get)
+	f.Add(foEncHedging(time.Millisecond, -1), []byte{foOut200}, get)
+	f.Add(foEncHedging(time.Millisecond, 0), []byte{foOut200}, get|think30)
+	f.Add(foEncHedging(math.MaxInt64, math.MaxInt64), []byte{foOut200}, get|think30)
+	f.Add(foEncHedging(time.Millisecond, math.MaxInt64), []byte{foOut200, foOut200}, get|think30|deadline24h)
+	f.Add(foEncHedging(time.Millisecond, math.MinInt64), []byte{foOut200}, get)
+	for _, q := range []float64{0, 1, -0.5, math.NaN(), math.Inf(1), math.SmallestNonzeroFloat64, math.Nextafter(1, 0)} {
+		f.Add(foEncAdaptiveHedging(q, 1), []byte{foOut200, foOut200}, get|think30|faster|train|deadline24h)
+	}
+	f.Add(e(foEncHedging(5*time.Millisecond, 2), foEncAdaptiveHedging(2, 1)), []byte{foOut200}, get) // the second is invalid
 
 	f.Fuzz(func(t *testing.T, optData, script []byte, flags uint16) {
 		d := foDecode(optData)
@@ -180,6 +213,11 @@ const (
 	foNil
 	foOpts
 )
+
+// Kind bytes from foExt on pick the hedging options (even: WithHedging,
+// odd: WithAdaptiveHedging); below, byte % foOpts picks as ever, so that
+// the stored inputs keep their meaning.
+const foExt = 216
 
 // What the documentation says of a value.
 const (
@@ -298,8 +336,10 @@ func (r *foReader) statuses() []int {
 	return s
 }
 
-// foObs is what the fuzzer's hooks saw.
+// foObs is what the fuzzer's hooks saw. A hedged request's reaper runs
+// hooks on a goroutine of its own.
 type foObs struct {
+	mu   sync.Mutex
 	recs []Attempt
 	ends int
 }
@@ -316,7 +356,10 @@ type foDecoded struct {
 	// The policy the options make when valid (the last setting wins).
 	maxAttempts int
 	drainLimit  int64
-	obs         *foObs // the first hooks' record, nil without hooks
+	obs         *foObs        // the first hooks' record, nil without hooks
+	hedging     bool          // the last valid hedging option turns hedging on
+	maxHedges   int           // its maxHedges
+	hedgeDelay  time.Duration // its delay (0: adaptive)
 }
 
 func (d *foDecoded) add(o Option, name string, verdict int, desc string) {
@@ -358,7 +401,12 @@ func foDecode(data []byte) *foDecoded {
 	r := &foReader{b: data[:min(len(data), 512)]}
 	d := &foDecoded{maxAttempts: defaultMaxAttempts, drainLimit: defaultDrainLimit}
 	for len(d.opts) < foMaxOpts && len(r.b) > 0 {
-		switch k := int(r.byte()) % foOpts; k {
+		b := r.byte()
+		if b >= foExt {
+			d.decodeHedging(r, b)
+			continue
+		}
+		switch k := int(b) % foOpts; k {
 		case foMaxAttempts:
 			n := r.int64()
 			if n == int64(int(n)) && n >= 1 {
@@ -461,8 +509,16 @@ func foDecode(data []byte) *foDecoded {
 				d.obs = obs
 			}
 			d.add(WithHooks(Hooks{
-				AttemptEnd: func(_ context.Context, a *Attempt) { obs.recs = append(obs.recs, *a) },
-				RequestEnd: func(context.Context, *Attempt) { obs.ends++ },
+				AttemptEnd: func(_ context.Context, a *Attempt) {
+					obs.mu.Lock()
+					obs.recs = append(obs.recs, *a)
+					obs.mu.Unlock()
+				},
+				RequestEnd: func(context.Context, *Attempt) {
+					obs.mu.Lock()
+					obs.ends++
+					obs.mu.Unlock()
+				},
 			}), "WithHooks", foValid, "WithHooks(observer)")
 		case foSchedule:
 			if r.byte()%8 == 0 {
@@ -501,23 +557,68 @@ func foDecode(data []byte) *foDecoded {
 	return d
 }
 
+// decodeHedging decodes WithHedging or WithAdaptiveHedging (kind byte b).
+func (d *foDecoded) decodeHedging(r *foReader, b byte) {
+	if (b-foExt)%2 == 0 {
+		delay := r.dur()
+		k := int(r.int64())
+		ok := delay > 0 && k >= 0
+		if ok {
+			d.hedging, d.maxHedges, d.hedgeDelay = k > 0, k, delay
+		}
+		d.add(WithHedging(delay, k), "WithHedging", foVerdict(ok), fmt.Sprintf("WithHedging(%d, %d)", delay, k))
+		return
+	}
+	q := r.f64()
+	k := int(r.int64())
+	ok := q > 0 && q < 1 && k >= 0
+	if ok {
+		d.hedging, d.maxHedges, d.hedgeDelay = k > 0, k, 0
+	}
+	d.add(WithAdaptiveHedging(q, k), "WithAdaptiveHedging", foVerdict(ok), fmt.Sprintf("WithAdaptiveHedging(%v, %d)", q, k))
+}
+
 type foCall struct {
 	status int
 	ra     string // the Retry-After sent, when hasRA
 	hasRA  bool
 	body   *smRespBody
+	cut    bool // its context ended while it thought
 }
 
-// foFake is the wrapped transport, answering from the script.
+// foFake is the wrapped transport, answering from the script. The copies
+// of a hedged request call it at once; mu guards it.
 type foFake struct {
+	mu    sync.Mutex
 	r     *foReader
 	calls []*foCall
 	extra int // answers given past the script
+	think func(n int) time.Duration
 }
 
+// RoundTrip decides the call's answer when it arrives, then thinks before
+// giving it; a call whose context ends while it thinks returns the
+// context's error.
 func (f *foFake) RoundTrip(req *http.Request) (*http.Response, error) {
+	f.mu.Lock()
 	c := &foCall{}
 	f.calls = append(f.calls, c)
+	n := len(f.calls)
+	resp, err := f.answer(req, c, n)
+	f.mu.Unlock()
+	if d := f.think(n); d > 0 && req.Context().Err() == nil && !smSleep(req.Context(), d) {
+		if resp != nil {
+			f.mu.Lock()
+			c.body, c.cut = nil, true // never seen by tank
+			f.mu.Unlock()
+		}
+		return nil, req.Context().Err()
+	}
+	return resp, err
+}
+
+// answer is RoundTrip's answer to the n-th call; f.mu is held.
+func (f *foFake) answer(req *http.Request, c *foCall, n int) (*http.Response, error) {
 	ctx := req.Context()
 	tr := httptrace.ContextClientTrace(ctx)
 	sent := func() {
@@ -543,7 +644,7 @@ func (f *foFake) RoundTrip(req *http.Request) (*http.Response, error) {
 	switch {
 	case len(f.r.b) > 0:
 		out = int(f.r.byte()) % foOuts
-	case f.extra == 0 && len(f.calls) < 100:
+	case f.extra == 0 && n < 100:
 		f.extra++
 		out = foOut200
 	default:
@@ -588,7 +689,7 @@ func (f *foFake) RoundTrip(req *http.Request) (*http.Response, error) {
 		size = int(f.r.byte())
 	}
 	sent()
-	h := http.Header{"X-Fo-Attempt": {strconv.Itoa(len(f.calls))}}
+	h := http.Header{"X-Fo-Attempt": {strconv.Itoa(n)}}
 	if c.hasRA {
 		h[retryAfterHeader] = []string{c.ra}
 	}
@@ -600,17 +701,39 @@ func (f *foFake) RoundTrip(req *http.Request) (*http.Response, error) {
 // foRoundTrip sends one request through NewTransport(fake, d.opts...). It
 // runs inside a synctest bubble.
 func foRoundTrip(t *testing.T, d *foDecoded, polErr error, script []byte, flags uint16, desc string) {
-	fake := &foFake{r: &foReader{b: script[:min(len(script), 256)]}}
+	think, faster := time.Duration(flags>>11&7)*10*time.Millisecond, flags>>14&1 == 1
+	if polErr == nil && d.hedging && d.hedgeDelay > 0 && d.hedgeDelay < think/4096 {
+		// A round wakes every delay until its copies come back (while the
+		// budget refuses hedges, by design; while the round is full, see
+		// TestHedgeNoTicksWhileFull): each wake-up costs real time even in
+		// a bubble, so copies take at most 4096 delays.
+		think = d.hedgeDelay * 4096
+	}
+	fake := &foFake{r: &foReader{b: script[:min(len(script), 256)]}, think: func(n int) time.Duration {
+		if faster {
+			return think / time.Duration(n)
+		}
+		return think
+	}}
 	tr := NewTransport(fake, d.opts...)
 	if tr.p != nil {
 		// Jitter draws from the script too, extremes included.
 		tr.p.rand = func() float64 {
+			fake.mu.Lock()
+			defer fake.mu.Unlock()
 			if b := fake.r.byte(); b < 255 {
 				return float64(b) / 256
 			}
 			return math.Nextafter(1, 0)
 		}
+		if h := tr.p.hedge; h != nil && h.latency != nil && flags>>15&1 == 1 {
+			// The adaptive tracker has seen the fake's think times.
+			for n := range 60 {
+				h.latency.Observe("api.test", fake.think(1+n%3))
+			}
+		}
 	}
+	hedging := polErr == nil && d.hedging
 
 	method := []string{http.MethodGet, http.MethodPost, http.MethodPut, http.MethodPatch}[flags&3]
 	payload := bytes.Repeat([]byte("payload"), int(flags>>4&15))
@@ -643,7 +766,7 @@ func foRoundTrip(t *testing.T, d *foDecoded, polErr error, script []byte, flags 
 			req.ContentLength = int64(len(payload))
 		}
 	}
-	desc = fmt.Sprintf("%s; %s body %d bytes (kind %d), deadline %v", desc, method, len(payload), flags>>2&3, dl)
+	desc = fmt.Sprintf("%s; %s body %d bytes (kind %d), deadline %v, think %v (faster %v)", desc, method, len(payload), flags>>2&3, dl, think, faster)
 
 	var resp *http.Response
 	func() {
@@ -658,6 +781,24 @@ func foRoundTrip(t *testing.T, d *foDecoded, polErr error, script []byte, flags 
 		t.Errorf("%s: RoundTrip returned %v after the deadline", desc, now.Sub(deadline))
 	}
 
+	// The caller reads and closes the response; then the copies of a
+	// hedged request that tank cancelled are reaped.
+	if resp != nil && resp.Body != nil {
+		func() {
+			defer func() {
+				if r := recover(); r != nil {
+					t.Errorf("%s: reading or closing the response body panicked: %v\n%s", desc, r, smStack())
+				}
+			}()
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}()
+	}
+	synctest.Wait()
+	fake.mu.Lock()
+	defer fake.mu.Unlock()
+	calls := fake.calls
+
 	// The result.
 	var ee *ExhaustedError
 	var oe *OptionError
@@ -665,88 +806,95 @@ func foRoundTrip(t *testing.T, d *foDecoded, polErr error, script []byte, flags 
 	case (resp == nil) == (err == nil):
 		t.Fatalf("%s: RoundTrip = %v, %v; want exactly one of a response and an error", desc, resp, err)
 	case polErr != nil:
-		if !errors.As(err, &oe) || len(fake.calls) != 0 {
-			t.Fatalf("%s: invalid options (%v): RoundTrip error %v after %d attempts; want the *OptionError and none", desc, polErr, err, len(fake.calls))
+		if !errors.As(err, &oe) || len(calls) != 0 {
+			t.Fatalf("%s: invalid options (%v): RoundTrip error %v after %d attempts; want the *OptionError and none", desc, polErr, err, len(calls))
 		}
 	case err != nil && !errors.As(err, &ee):
 		t.Fatalf("%s: RoundTrip error %v (%T); want an *ExhaustedError", desc, err, err)
-	case ee != nil && ee.Attempts != len(fake.calls):
-		t.Errorf("%s: ExhaustedError.Attempts = %d; %d attempts made", desc, ee.Attempts, len(fake.calls))
+	case ee != nil && ee.Attempts != len(calls):
+		t.Errorf("%s: ExhaustedError.Attempts = %d; %d attempts made", desc, ee.Attempts, len(calls))
 	}
+	winner := 0 // the attempt whose response was returned
 	if resp != nil {
 		if resp.Body == nil {
 			t.Errorf("%s: response %d with a nil Body", desc, resp.StatusCode)
-		} else {
-			func() {
-				defer func() {
-					if r := recover(); r != nil {
-						t.Errorf("%s: reading or closing the response body panicked: %v\n%s", desc, r, smStack())
-					}
-				}()
-				io.Copy(io.Discard, resp.Body)
-				resp.Body.Close()
-			}()
 		}
-		if got := resp.Header.Get("X-Fo-Attempt"); got != strconv.Itoa(len(fake.calls)) {
-			t.Errorf("%s: returned the response of attempt %q; %d attempts made", desc, got, len(fake.calls))
+		got := resp.Header.Get("X-Fo-Attempt")
+		winner, _ = strconv.Atoi(got)
+		switch {
+		case hedging && (winner < 1 || winner > len(calls)):
+			t.Errorf("%s: returned the response of attempt %q; %d attempts made", desc, got, len(calls))
+		case !hedging && winner != len(calls):
+			t.Errorf("%s: returned the response of attempt %q; %d attempts made", desc, got, len(calls))
 		}
 	}
 
 	// Attempts.
-	if polErr == nil && len(fake.calls) > d.maxAttempts {
-		t.Errorf("%s: %d attempts; WithMaxAttempts(%d)", desc, len(fake.calls), d.maxAttempts)
+	if polErr == nil && len(calls) > d.maxAttempts {
+		t.Errorf("%s: %d attempts; WithMaxAttempts(%d)", desc, len(calls), d.maxAttempts)
 	}
-	if len(fake.calls) >= 100 && (polErr != nil || d.maxAttempts < 100) {
+	if len(calls) >= 100 && (polErr != nil || d.maxAttempts < 100) {
 		// More attempts than allowed is caught above; this catches a loop
 		// that ignores the cap. A cap of 100 or more with a long script of
 		// retryable answers may rightly make that many.
-		t.Errorf("%s: %d attempts: runaway", desc, len(fake.calls))
+		t.Errorf("%s: %d attempts: runaway", desc, len(calls))
 	}
 
 	// Bodies.
-	if body != nil && body.closes != 1 {
-		t.Errorf("%s: request body closed %d times; want exactly 1", desc, body.closes)
-	}
-	for i, b := range getBodies {
-		if b.closes != 1 {
-			t.Errorf("%s: GetBody body %d of %d closed %d times; want exactly 1", desc, i+1, len(getBodies), b.closes)
+	if body != nil {
+		if n := body.closed(); n != 1 {
+			t.Errorf("%s: request body closed %d times; want exactly 1", desc, n)
 		}
 	}
-	for i, c := range fake.calls {
+	for i, b := range getBodies {
+		if n := b.closed(); n != 1 {
+			t.Errorf("%s: GetBody body %d of %d closed %d times; want exactly 1", desc, i+1, len(getBodies), n)
+		}
+	}
+	for i, c := range calls {
 		if c.body == nil {
 			continue
 		}
-		final := resp != nil && i == len(fake.calls)-1
-		if c.body.closes != 1 {
-			t.Errorf("%s: attempt %d's %d response body (final %v) closed %d times; want exactly 1", desc, i+1, c.status, final, c.body.closes)
+		final := i+1 == winner
+		closes, eof := c.body.state()
+		if closes != 1 {
+			t.Errorf("%s: attempt %d's %d response body (final %v) closed %d times; want exactly 1", desc, i+1, c.status, final, closes)
 		}
-		if !final && int64(c.body.size) <= d.drainLimit && !c.body.eof {
-			t.Errorf("%s: attempt %d's retried %d response body of %d bytes not read to its end; WithDrainLimit(%d)", desc, i+1, c.status, c.body.size, d.drainLimit)
+		if !final && int64(c.body.size) <= d.drainLimit && !eof {
+			t.Errorf("%s: attempt %d's retried or losing %d response body of %d bytes not read to its end; WithDrainLimit(%d)", desc, i+1, c.status, c.body.size, d.drainLimit)
 		}
 	}
 
-	// What the hooks saw.
+	// What the hooks saw: with hedging, attempts end in any order.
 	if d.obs == nil || polErr != nil {
 		return
 	}
-	if len(d.obs.recs) != len(fake.calls) || d.obs.ends != 1 {
-		t.Fatalf("%s: AttemptEnd ran %d times, RequestEnd %d times; %d attempts made", desc, len(d.obs.recs), d.obs.ends, len(fake.calls))
+	d.obs.mu.Lock()
+	defer d.obs.mu.Unlock()
+	if len(d.obs.recs) != len(calls) || d.obs.ends != 1 {
+		t.Fatalf("%s: AttemptEnd ran %d times, RequestEnd %d times; %d attempts made", desc, len(d.obs.recs), d.obs.ends, len(calls))
 	}
+	seen := map[int]bool{}
 	for i, a := range d.obs.recs {
-		c := fake.calls[i]
-		if a.Number != i+1 {
-			t.Errorf("%s: AttemptEnd %d saw Attempt.Number %d", desc, i+1, a.Number)
+		if a.Number < 1 || a.Number > len(calls) || seen[a.Number] || !hedging && a.Number != i+1 {
+			t.Fatalf("%s: AttemptEnd %d saw Attempt.Number %d (%d attempts; hedging %v)", desc, i+1, a.Number, len(calls), hedging)
 		}
+		seen[a.Number] = true
+		c, n := calls[a.Number-1], a.Number
 		if a.Verdict == Retry && a.Sleep < 0 {
-			t.Errorf("%s: attempt %d: negative wait %v (%s)", desc, i+1, a.Sleep, a.SleepSource)
+			t.Errorf("%s: attempt %d: negative wait %v (%s)", desc, n, a.Sleep, a.SleepSource)
 		}
 		if a.Err == nil && (c.status < 100 || c.status > 599) && (a.Class == ClassFinal || a.Reason == ReasonFinal) {
-			t.Errorf("%s: attempt %d: status %d judged %s (%s); want it treated as a 5xx (RFC 9110 §15)", desc, i+1, c.status, a.Class, a.Reason)
+			t.Errorf("%s: attempt %d: status %d judged %s (%s); want it treated as a 5xx (RFC 9110 §15)", desc, n, c.status, a.Class, a.Reason)
 		}
-		if (c.status == 429 || c.status == 503) && c.hasRA && foMalformedRA[c.ra] && a.Verdict == Retry &&
+		dropped := hedging && a.Verdict == Retry && a.SleepSource == "" // a copy dropped while others carried on: no wait
+		if (c.status == 429 || c.status == 503) && c.hasRA && foMalformedRA[c.ra] && a.Verdict == Retry && !dropped &&
 			(a.SleepSource != SleepBackoff || !errors.Is(a.RetryAfterErr, ErrRetryAfter)) {
 			t.Errorf("%s: attempt %d: %d with malformed Retry-After %q: waited %v from %q, RetryAfterErr %v; want the backoff and ErrRetryAfter",
-				desc, i+1, c.status, c.ra, a.Sleep, a.SleepSource, a.RetryAfterErr)
+				desc, n, c.status, c.ra, a.Sleep, a.SleepSource, a.RetryAfterErr)
+		}
+		if a.Hedge && !hedging {
+			t.Errorf("%s: attempt %d: Attempt.Hedge without hedging", desc, n)
 		}
 	}
 }
@@ -819,6 +967,14 @@ func foEncStatuses(anyMethod, replayable []int) []byte {
 
 func foEncF64(v float64) []byte {
 	return binary.BigEndian.AppendUint64([]byte{7}, math.Float64bits(v))
+}
+
+func foEncHedging(delay time.Duration, maxHedges int64) []byte {
+	return append(append([]byte{foExt}, foEncInt64(int64(delay))...), foEncInt64(maxHedges)...)
+}
+
+func foEncAdaptiveHedging(quantile float64, maxHedges int64) []byte {
+	return append(append([]byte{foExt + 1}, foEncF64(quantile)...), foEncInt64(maxHedges)...)
 }
 
 func foEncBudget(ratio, perSecond float64) []byte {

@@ -48,6 +48,10 @@ func (p *policy) hedgeable(req *http.Request) bool {
 		(req.Body == nil || req.Body == http.NoBody || req.GetBody != nil)
 }
 
+// maxBuffered bounds the result buffer of a hedged request, whatever
+// maxHedges and WithMaxAttempts allow.
+const maxBuffered = 16
+
 // A hedgeCopy is one copy of a hedged request.
 type hedgeCopy struct {
 	a          *Attempt
@@ -78,7 +82,9 @@ type hedgeCopy struct {
 // their AttemptEnd and then RequestEnd. Hooks of one request never run at
 // the same time.
 func (r *run) hedged() (*http.Response, error) {
-	results := make(chan *hedgeCopy, r.p.hedge.max+1)
+	// Room for the copies that can be in flight at once, within reason: a
+	// copy finding it full waits for the loop or the reaper to take it.
+	results := make(chan *hedgeCopy, 1+min(r.p.hedge.max, r.p.maxAttempts-1, maxBuffered))
 	var inflight []*hedgeCopy
 	for {
 		c, err := r.launch(false)
@@ -121,12 +127,19 @@ func (r *run) round(results chan *hedgeCopy, inflight *[]*hedgeCopy) (*Attempt, 
 	for {
 		select {
 		case <-tick:
-			if len(*inflight) <= h.max && r.req.Context().Err() == nil {
-				if c, ok := r.hedge(); ok {
+			sent := false
+			if r.req.Context().Err() == nil {
+				var c *hedgeCopy
+				if c, sent = r.hedge(); sent {
 					*inflight = append(*inflight, r.start(c, results))
 				}
 			}
-			if r.n < p.maxAttempts {
+			// No more hedges this round once none could be sent (the
+			// budget is empty, the body cannot be had, the caller gave
+			// up), or once no more can be: the copies in flight are all
+			// there may be, or the attempt cap is reached. A timer that
+			// fired for nothing would only spin.
+			if sent && len(*inflight) <= h.max && r.n < p.maxAttempts {
 				t.Reset(delay)
 			} else {
 				tick = nil
@@ -252,6 +265,7 @@ func (r *run) judgeCopy(c *hedgeCopy, results chan *hedgeCopy, inflight *[]*hedg
 			x.cancel()
 		}
 		if n := len(*inflight); n > 0 {
+			r.endLater = true // RequestEnd does not run: the request ends in a panic
 			go r.reap(results, n)
 		}
 		c.cancel()
@@ -322,7 +336,8 @@ func (r *run) endCopy(c *hedgeCopy) {
 // which were cancelled: each is reported as superseded (canceled when the
 // caller gave up) and its response thrown away; then RequestEnd runs. A
 // copy whose transport panicked is reported with the panic as its error:
-// there is no caller left to raise it to.
+// there is no caller left to raise it to. RequestEnd does not run when the
+// request itself ended in a panic (as without hedging).
 func (r *run) reap(results <-chan *hedgeCopy, n int) {
 	for range n {
 		c := <-results
@@ -340,7 +355,7 @@ func (r *run) reap(results <-chan *hedgeCopy, n int) {
 		}
 		r.endCopy(c)
 	}
-	if r.h != nil && r.h.RequestEnd != nil && r.last != nil {
+	if r.h != nil && r.h.RequestEnd != nil && r.last != nil && r.done {
 		r.last.endHook(r.reqCtx, r.h.RequestEnd)
 	}
 }

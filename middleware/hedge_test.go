@@ -503,7 +503,8 @@ func okResponse(req *http.Request) *http.Response {
 func TestHedgeHostileTransports(t *testing.T) {
 	t.Run("panic in a hedge", func(t *testing.T) {
 		synctest.Test(t, func(t *testing.T) {
-			var firstCanceled atomic.Bool
+			var firstCanceled, requestEnd atomic.Bool
+			var ends atomic.Int32
 			rt := NewTransport(&rtFuncN{f: func(i int, req *http.Request) (*http.Response, error) {
 				if i == 0 {
 					<-req.Context().Done()
@@ -511,7 +512,10 @@ func TestHedgeHostileTransports(t *testing.T) {
 					return nil, req.Context().Err()
 				}
 				panic("boom")
-			}}, WithHedging(10*time.Millisecond, 1))
+			}}, WithHedging(10*time.Millisecond, 1), WithHooks(Hooks{
+				AttemptEnd: func(_ context.Context, a *Attempt) { ends.Add(1) },
+				RequestEnd: func(context.Context, *Attempt) { requestEnd.Store(true) },
+			}))
 			req, _ := http.NewRequest("GET", "http://x/", nil)
 			func() {
 				defer func() {
@@ -525,6 +529,11 @@ func TestHedgeHostileTransports(t *testing.T) {
 			synctest.Wait()
 			if !firstCanceled.Load() {
 				t.Error("the first copy was not cancelled")
+			}
+			// As without hedging, a request that ends in a panic has no
+			// RequestEnd; the first copy, reaped, still has its AttemptEnd.
+			if requestEnd.Load() || ends.Load() != 1 {
+				t.Errorf("RequestEnd ran: %v; AttemptEnd ran %d times; want false, 1", requestEnd.Load(), ends.Load())
 			}
 		})
 	})

@@ -6,27 +6,45 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/http/httptrace"
 	"os"
+	"runtime"
 	"runtime/debug"
+	"runtime/metrics"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"testing/synctest"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/tankhttp/tank/internal/latency"
 )
 
 // The randomised state machine: one logical request per seed through
 // NewTransport, against an in-memory transport that draws what happens to
 // each attempt, all in virtual time (testing/synctest). Every seed checks the
 // invariants listed on TestStateMachine.
+//
+// A third of the seeds hedge (WithHedging, or WithAdaptiveHedging with a
+// tracker trained beforehand): the fake transport then serves several
+// copies at once. Each call draws its fate from a random stream of its own
+// (the seed and the call's number), so a seed replays the same way whatever
+// the order in which its goroutines run; think times are whole milliseconds
+// plus an offset of a few hundred microseconds that differs from call to
+// call, and hedging delays and attempt timeouts are whole milliseconds that
+// do not divide one another, so that no two events of a seed fall on the
+// same instant (where a select would choose at random), but for the copies
+// that the caller's deadline or cancellation cuts at once.
 //
 //	TANK_SM_ITERS=n   run n seeds (default smDefaultIters, -short 2000)
 //	TANK_SM_BASE=n    first seed (default 1)
@@ -36,13 +54,13 @@ const smDefaultIters = 10000
 
 // What the fake transport does with one attempt.
 const (
-	smResp       = iota // reads the request, answers a status (maybe with Retry-After)
+	smResp       = iota // reads the request, thinks, answers a status (maybe with Retry-After)
 	smRefused           // dial refused: no connection, body closed unread
 	smEarlyReset        // reset during the handshake: GetConn, no GotConn, body unread
-	smAfterErr          // reads the request (full trace), then ECONNRESET or io.EOF
+	smAfterErr          // reads the request (full trace), thinks, then ECONNRESET or io.EOF
 	smHostile           // reads the request, then ECONNRESET or io.EOF, firing no trace event at all
-	smStall             // reads the request (full trace), never answers: waits for the attempt's context
-	smNilNil            // reads the request (full trace), then returns (nil, nil)
+	smStall             // reads the request (full trace), never answers: waits for the attempt's context (also: cut while thinking)
+	smNilNil            // reads the request (full trace), thinks, then returns (nil, nil)
 	smPartial           // reads part of the body (full trace), then ECONNRESET or io.EOF: not processed
 	smCtxDone           // the attempt's context was done when it started (never drawn)
 	smKinds
@@ -75,16 +93,28 @@ const (
 	smBodyPlain   // a counting ReadCloser without GetBody
 )
 
+// smNumberHeader carries Attempt.Number to the fake, set by the AttemptStart
+// hook of the seeds that have one.
+const smNumberHeader = "X-Sm-Number"
+
+// smCallStream is the second word of each call's random stream.
+const smCallStream = 0xca11 << 32
+
 // Mutants of the wrapped transport, for TestStateMachineSelfCheck: each
 // breaks an invariant on purpose to prove its check is not vacuous.
 type smMutant int
 
 const (
-	smMutNone        smMutant = iota
-	smMutResend               // sends every request twice, as a transport re-sending behind tank's back
-	smMutLeakBody             // never closes the request body
-	smMutSlow                 // spends 3s (virtual) before each attempt, ignoring every context
-	smMutDoubleClose          // closes the request body a second time
+	smMutNone         smMutant = iota
+	smMutResend                // sends every request twice, as a transport re-sending behind tank's back
+	smMutLeakBody              // never closes the request body
+	smMutSlow                  // spends 3s (virtual) before each attempt, ignoring every context
+	smMutDoubleClose           // closes the request body a second time
+	smMutParallel              // sends a duplicate of every request at the same time, as a transport racing copies behind tank's back
+	smMutLeakResp              // loses the Close of every response body it returns
+	smMutHookOverlap           // acts as a hook of the request while each attempt is in flight, as a hook run on a copy's goroutine would
+	smMutIgnoreCancel          // the server's think time ignores cancellation, as a copy tank forgot to cancel would run on
+	smMutSerial                // serves one call at a time, the others queued, as a transport with one connection would
 )
 
 // Invariant names (failure categories).
@@ -108,32 +138,46 @@ const (
 	smVStatusRange       = "status outside 100-599 judged final, not as a 5xx"
 	smVClass             = "attempt classified against what happened to it"
 	smVDecision          = "verdict or reason inconsistent with what happened"
-	smVNotLast           = "returned response is not the last attempt's"
+	smVNotLast           = "returned response is not that of the attempt that ended the request"
 	smVRespLeak          = "response body not closed exactly once"
-	smVNotDrained        = "retried response body not drained within the drain limit"
+	smVNotDrained        = "retried or losing response body not drained within the drain limit"
 	smVKey               = "generated Idempotency-Key missing or not the same on every attempt"
 	smVCallerHeader      = "caller's request header changed"
 	smVAttemptHeader     = "attempt header wrong"
 	smVCallerTrace       = "caller's ClientTrace missed a GotConn"
-	smVHooks             = "hooks did not see every attempt exactly once"
+	smVHooks             = "hooks did not see every attempt exactly once, in order"
 	smVSentFalse         = "attempt the server processed reported Sent=false"
 	smVWait              = "wait between attempts differs from the Attempt.Sleep tank decided"
 	smVSlept             = "Attempt.Slept differs from the waits taken"
 	smVRetryAfter        = "Retry-After not applied as documented"
 	smVNegRetryAfter     = "negative Retry-After not treated as malformed"
 	smVBackoffRange      = "backoff wait outside [0, max]"
+	smVInflight          = "more copies in flight at once than 1 + maxHedges"
+	smVHedgeForbidden    = "request that may not be hedged had copies in flight at once"
+	smVHedgeFlag         = "Attempt.Hedge differs from whether another copy was in flight"
+	smVHedgeTiming       = "hedge sent when the rules forbid one, or none sent when they call for one"
+	smVHookOverlap       = "hooks of one request ran at the same time"
+	smVBudget            = "more retries and hedges than the budget held tokens, or BudgetTokens wrong"
+	smVOutcome           = "Outcome differs from the attempts made"
+	smVLeftInFlight      = "a copy ran on once the request had ended"
 )
 
 // smCall is what the fake saw and did on one attempt.
 type smCall struct {
-	n          int
+	n          int // the order in which calls reached the fake, from 1
+	number     int // Attempt.Number, from smNumberHeader (0 without the AttemptStart hook)
 	kind       int
-	status     int    // smResp
-	ra         string // Retry-After sent, when raKind != smRANone
+	lat        time.Duration // think time before answering (smResp, smAfterErr, smNilNil)
+	overlap    bool          // another call was in flight when this one started
+	cut        bool          // the attempt's context ended the call (a stall, or cut while thinking)
+	cutBy      string        // what ended that context: "caller", "timeout" (attempt timeout) or "tank"
+	status     int           // smResp
+	ra         string        // Retry-After sent, when raKind != smRANone
 	raKind     int
 	nilBody    bool // smResp with a nil Body
 	respBody   *smRespBody
 	start, end time.Time
+	ended      bool // the call has returned
 	processed  bool // the server did work for it
 	read       []byte
 	readFull   bool // the whole body was read (compared with the caller's)
@@ -142,8 +186,10 @@ type smCall struct {
 	gotConn    bool
 }
 
-// smRespBody is a response body that counts Close calls and sees EOF.
+// smRespBody is a response body that counts Close calls and sees EOF. Tank
+// may close it on another goroutine (a hedged request's losers).
 type smRespBody struct {
+	mu     sync.Mutex
 	r      *strings.Reader
 	size   int
 	eof    bool
@@ -151,6 +197,8 @@ type smRespBody struct {
 }
 
 func (b *smRespBody) Read(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
 	n, err := b.r.Read(p)
 	if err == io.EOF {
 		b.eof = true
@@ -158,26 +206,74 @@ func (b *smRespBody) Read(p []byte) (int, error) {
 	return n, err
 }
 
-func (b *smRespBody) Close() error { b.closes++; return nil }
+func (b *smRespBody) Close() error {
+	b.mu.Lock()
+	b.closes++
+	b.mu.Unlock()
+	return nil
+}
+
+// state returns how many times the body was closed and whether it was read
+// to its end.
+func (b *smRespBody) state() (closes int, eof bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.closes, b.eof
+}
 
 // smReqBody is a request body that counts Close calls.
 type smReqBody struct {
 	io.Reader
+	mu     sync.Mutex
 	closes int
 }
 
-func (b *smReqBody) Close() error { b.closes++; return nil }
+func (b *smReqBody) Close() error {
+	b.mu.Lock()
+	b.closes++
+	b.mu.Unlock()
+	return nil
+}
+
+func (b *smReqBody) closed() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.closes
+}
+
+// smNoClose hides a response body's Close (smMutLeakResp).
+type smNoClose struct{ io.Reader }
+
+func (smNoClose) Close() error { return nil }
+
+// smHold makes the fake hold a call (smMutParallel's duplicate): it closes
+// entered, then waits for release or the call's context.
+type smHold struct{ entered, release chan struct{} }
+
+type smHoldKey struct{}
 
 type smViolation struct {
 	cat, msg string
 }
 
+// smEvent is one hook call: 's' AttemptStart, 'e' AttemptEnd, 'r'
+// RequestEnd, with the attempt's number.
+type smEvent struct {
+	kind byte
+	n    int
+}
+
 // smWorld is one seed: the scenario, the fake transport and what it saw.
+//
+// The copies of a hedged request call the fake at once, and tank's reaper
+// runs hooks after RoundTrip has returned: mu guards what they record. The
+// checks run with mu held, once the bubble is idle.
 type smWorld struct {
+	mu   sync.Mutex
 	seed uint64
-	rng  *rand.Rand
+	rng  *rand.Rand // the scenario's and tank's jitter: used on the caller's goroutine only
 	mut  smMutant
-	log  []string
+	log  []smLine
 	viol []smViolation
 
 	method         string
@@ -193,37 +289,95 @@ type smWorld struct {
 	drainLimit     int64
 	autoKey        bool
 	attemptHdr     string
-	hooks          int // 0 none, 1 observe, 2 observe and tamper with a.Sleep
+	hooks          int  // 0 none, 1 observe, 2 observe and tamper with a.Sleep
+	startHook      bool // the observer has an AttemptStart hook that numbers attempts
 	callerTrace    bool
 	canEnd         bool // a stall will end: deadline, attempt timeout or cancel
 	budget         bool
+	budgetObj      *Budget
 	groups         [3]int
 	weights        [smKinds]int
 	statuses       []int
+	outcome        *Outcome // WithOutcome's, or nil
+	outcomeAtEnd   Outcome  // *outcome when RoundTrip returned
+
+	hedgeK     int           // maxHedges; 0: no hedging
+	hedgeDelay time.Duration // WithHedging's delay (0 when adaptive)
+	adaptive   bool          // WithAdaptiveHedging
+	quantile   float64
+	training   int           // latencies the adaptive tracker learnt before the request
+	firstDelay time.Duration // the delay of the first round: WithHedging's, or the trained quantile
+	delayKnown bool          // false: adaptive, and the tracker has too few latencies to hedge
+	hedged     bool          // hedging is on and the request may be hedged
+	latUnit    time.Duration
+	slowPct    int // share of slow think times, in percent
 
 	t0            time.Time
 	deadline      time.Time // zero: none
 	cancelAt      time.Time // zero: none
 	callerCtx     context.Context
 	calls         []*smCall
-	firedGotConn  int
-	callerGotConn int
-	recs          []Attempt // copies, as the first AttemptEnd hook saw them
+	inflight      int // calls in the fake now
+	maxInflight   int
+	firedGotConn  atomic.Int64
+	callerGotConn atomic.Int64
+	inHook        atomic.Int32 // hook calls running now
+	recs          []Attempt    // copies, as the first AttemptEnd hook saw them
+	events        []smEvent
+	reqEnd        Attempt // as RequestEnd saw it
 	requestEnds   int
 	tampered      int
 }
 
+// smLine is a line of a seed's log, formatted only if it is shown.
+type smLine struct {
+	format string
+	args   []any
+}
+
 func (w *smWorld) logf(format string, args ...any) {
-	w.log = append(w.log, fmt.Sprintf(format, args...))
+	w.log = append(w.log, smLine{format, args})
+}
+
+// smLog formats a seed's log.
+func smLog(lines []smLine) string {
+	var b strings.Builder
+	for i, l := range lines {
+		if i > 0 {
+			b.WriteByte('\n')
+		}
+		fmt.Fprintf(&b, l.format, l.args...)
+	}
+	return b.String()
 }
 
 func (w *smWorld) violate(cat, format string, args ...any) {
 	w.viol = append(w.viol, smViolation{cat, fmt.Sprintf(format, args...)})
 }
 
+// unlocked runs f with w.mu released: the fake blocks only so.
+func (w *smWorld) unlocked(f func()) {
+	w.mu.Unlock()
+	defer w.mu.Lock()
+	f()
+}
+
 func (w *smWorld) at(t time.Time) time.Duration { return t.Sub(w.t0) }
 
 func smPick[T any](rng *rand.Rand, xs ...T) T { return xs[rng.IntN(len(xs))] }
+
+// hookEnter marks a hook call as running until the returned func is
+// called, and reports one that starts while another runs. It yields once,
+// to give a concurrent hook call the chance to show.
+func (w *smWorld) hookEnter(name string) func() {
+	if n := w.inHook.Add(1); n != 1 {
+		w.mu.Lock()
+		w.violate(smVHookOverlap, "%s began while %d other hook call(s) ran", name, n-1)
+		w.mu.Unlock()
+	}
+	runtime.Gosched()
+	return func() { w.inHook.Add(-1) }
+}
 
 // fire calls the attempt's client trace as net/http does: GetConn, then
 // (conn) GotConn and WroteHeaders.
@@ -240,7 +394,7 @@ func (w *smWorld) fire(ctx context.Context, c *smCall, conn bool) {
 	}
 	if tr.GotConn != nil {
 		tr.GotConn(httptrace.GotConnInfo{})
-		w.firedGotConn++
+		w.firedGotConn.Add(1)
 		c.gotConn = true
 	}
 	if tr.WroteHeaders != nil {
@@ -266,12 +420,12 @@ func smCloseBody(req *http.Request) {
 	}
 }
 
-func (w *smWorld) draw() int {
+func (w *smWorld) draw(rng *rand.Rand) int {
 	total := 0
 	for _, x := range w.weights {
 		total += x
 	}
-	x := w.rng.IntN(total)
+	x := rng.IntN(total)
 	k := 0
 	for ; x >= w.weights[k]; k++ {
 		x -= w.weights[k]
@@ -282,30 +436,80 @@ func (w *smWorld) draw() int {
 	return k
 }
 
-func (w *smWorld) retryAfter(c *smCall) {
-	c.raKind = w.rng.IntN(smRAKinds)
+// latency draws the think time of call n: none without a latency unit;
+// otherwise fast (under one unit) or slow (one to five units), in whole
+// milliseconds, plus 313µs + 17µs·n so that no two calls end together and
+// no call ends on a hedging tick.
+func (w *smWorld) latency(rng *rand.Rand, n int) time.Duration {
+	if w.latUnit == 0 {
+		return 0
+	}
+	u := int(w.latUnit / time.Millisecond)
+	ms := rng.IntN(u)
+	if rng.IntN(100) < w.slowPct {
+		ms += u * (1 + rng.IntN(4))
+	}
+	return time.Duration(ms)*time.Millisecond + time.Duration(313+17*(n%40))*time.Microsecond
+}
+
+// cause says what ended a call's context.
+func (w *smWorld) cause(ctx context.Context) string {
+	switch {
+	case w.callerCtx.Err() != nil:
+		return "caller"
+	case errors.Is(ctx.Err(), context.DeadlineExceeded):
+		return "timeout"
+	}
+	return "tank"
+}
+
+func (w *smWorld) retryAfter(rng *rand.Rand, c *smCall) {
+	c.raKind = rng.IntN(smRAKinds)
 	switch c.raKind {
 	case smRASecs:
-		c.ra = strconv.Itoa(w.rng.IntN(4))
+		c.ra = strconv.Itoa(rng.IntN(4))
 	case smRANeg:
-		c.ra = smPick(w.rng, "-2", "-1", "-30")
+		c.ra = smPick(rng, "-2", "-1", "-30")
 	case smRAHuge:
-		c.ra = smPick(w.rng, "99999999999999999999", "86400000")
+		c.ra = smPick(rng, "99999999999999999999", "86400000")
 	case smRADate:
-		c.ra = time.Now().Add(time.Duration(w.rng.IntN(6)-2) * time.Second).UTC().Format(http.TimeFormat)
+		c.ra = time.Now().Add(time.Duration(rng.IntN(6)-2) * time.Second).UTC().Format(http.TimeFormat)
 	case smRAGarbage:
-		c.ra = smPick(w.rng, "soon", "1.5", "0x10", "", "3 seconds")
+		c.ra = smPick(rng, "soon", "1.5", "0x10", "", "3 seconds")
 	}
 }
 
-// RoundTrip is the fake wrapped transport.
+// smSleep waits d unless ctx ends first; false: ctx ended.
+func smSleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// RoundTrip is the fake wrapped transport. It may serve several copies of
+// a hedged request at once; each call draws its fate from its own stream.
 func (w *smWorld) RoundTrip(req *http.Request) (*http.Response, error) {
-	c := &smCall{n: len(w.calls) + 1, start: time.Now()}
+	ctx := req.Context()
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	c := &smCall{n: len(w.calls) + 1, start: time.Now(), overlap: w.inflight > 0}
 	w.calls = append(w.calls, c)
+	w.inflight++
+	w.maxInflight = max(w.maxInflight, w.inflight)
 	defer func() {
-		c.end = time.Now()
-		w.logf("  attempt %d %v-%v: %s status=%d ra=%q nilBody=%v processed=%v body=%d/%v key=%q",
-			c.n, w.at(c.start), w.at(c.end), smKindNames[c.kind], c.status, c.ra, c.nilBody, c.processed, len(c.read), c.readFull, c.keys)
+		c.end, c.ended = time.Now(), true
+		w.inflight--
+		cut := ""
+		if c.cutBy != "" {
+			cut = " cut by " + c.cutBy
+		}
+		w.logf("  attempt %d (#%d) %v-%v: %s%s think=%v overlap=%v status=%d ra=%q nilBody=%v processed=%v body=%d/%v key=%q",
+			c.n, c.number, w.at(c.start), w.at(c.end), smKindNames[c.kind], cut, c.lat, c.overlap, c.status, c.ra, c.nilBody, c.processed, len(c.read), c.readFull, c.keys)
 	}()
 	if err := w.callerCtx.Err(); err != nil {
 		w.violate(smVStartAfterDone, "attempt %d started at %v; caller's context: %v", c.n, w.at(c.start), err)
@@ -316,22 +520,55 @@ func (w *smWorld) RoundTrip(req *http.Request) (*http.Response, error) {
 	if w.attemptHdr != "" {
 		c.attemptHdr = slices.Clone(req.Header[w.attemptHdr])
 	}
-	ctx := req.Context()
+	if v := req.Header.Get(smNumberHeader); v != "" {
+		c.number, _ = strconv.Atoi(v)
+	}
+	if h, ok := ctx.Value(smHoldKey{}).(*smHold); ok {
+		close(h.entered)
+		w.unlocked(func() {
+			select {
+			case <-h.release:
+			case <-ctx.Done():
+			}
+		})
+	}
 	if ctx.Err() != nil {
-		c.kind = smCtxDone
+		c.kind, c.cutBy = smCtxDone, w.cause(ctx)
 		smCloseBody(req)
 		return nil, ctx.Err()
 	}
-	c.kind = w.draw()
+	rng := rand.New(rand.NewPCG(w.seed, smCallStream|uint64(c.n)))
+	c.kind = w.draw(rng)
+	lat := w.latency(rng, c.n)
 	reset := func() error {
-		if w.rng.IntN(2) == 0 {
+		if rng.IntN(2) == 0 {
 			return io.EOF
 		}
 		return &net.OpError{Op: "read", Net: "tcp", Err: os.NewSyscallError("read", syscall.ECONNRESET)}
 	}
+	// think waits the call's think time; false: its context ended first,
+	// and the call became a stall.
+	think := func() bool {
+		c.lat = lat
+		if lat == 0 {
+			return true
+		}
+		ok := true
+		w.unlocked(func() {
+			if w.mut == smMutIgnoreCancel {
+				time.Sleep(lat)
+				return
+			}
+			ok = smSleep(ctx, lat)
+		})
+		if !ok {
+			c.kind, c.cut, c.cutBy, c.status = smStall, true, w.cause(ctx), 0
+		}
+		return ok
+	}
 	switch c.kind {
 	case smRefused:
-		if w.rng.IntN(2) == 0 {
+		if rng.IntN(2) == 0 {
 			w.fire(ctx, c, false)
 		}
 		smCloseBody(req)
@@ -344,6 +581,9 @@ func (w *smWorld) RoundTrip(req *http.Request) (*http.Response, error) {
 		w.fire(ctx, c, true)
 		w.readBody(req, c)
 		c.processed = true
+		if !think() {
+			return nil, ctx.Err()
+		}
 		return nil, reset()
 	case smHostile:
 		w.readBody(req, c)
@@ -353,12 +593,16 @@ func (w *smWorld) RoundTrip(req *http.Request) (*http.Response, error) {
 		w.fire(ctx, c, true)
 		w.readBody(req, c)
 		c.processed = true
-		<-ctx.Done()
+		w.unlocked(func() { <-ctx.Done() })
+		c.cut, c.cutBy = true, w.cause(ctx)
 		return nil, ctx.Err()
 	case smNilNil:
 		w.fire(ctx, c, true)
 		w.readBody(req, c)
 		c.processed = true
+		if !think() {
+			return nil, ctx.Err()
+		}
 		return nil, nil
 	case smPartial:
 		// The connection breaks while the body is sent: the server never
@@ -367,24 +611,28 @@ func (w *smWorld) RoundTrip(req *http.Request) (*http.Response, error) {
 		if req.Body != nil {
 			n := 0
 			if len(w.payload) > 0 {
-				n = w.rng.IntN(len(w.payload))
+				n = rng.IntN(len(w.payload))
 			}
 			c.read, _ = io.ReadAll(io.LimitReader(req.Body, int64(n)))
 			req.Body.Close()
 		}
 		return nil, reset()
 	}
-	// smResp
+	// smResp: the server works on it while it thinks.
 	w.fire(ctx, c, true)
 	w.readBody(req, c)
-	c.status = w.statuses[w.rng.IntN(len(w.statuses))]
+	c.processed = true
+	if !think() {
+		return nil, ctx.Err()
+	}
+	c.status = w.statuses[rng.IntN(len(w.statuses))]
 	c.processed = !defaultAnyStatus.has(c.status)
 	if c.status == 429 || c.status == 503 {
-		if w.rng.IntN(10) < 6 {
-			w.retryAfter(c)
+		if rng.IntN(10) < 6 {
+			w.retryAfter(rng, c)
 		}
-	} else if w.rng.IntN(10) == 0 {
-		w.retryAfter(c)
+	} else if rng.IntN(10) == 0 {
+		w.retryAfter(rng, c)
 	}
 	h := http.Header{"X-Sm-Attempt": {strconv.Itoa(c.n)}}
 	if c.raKind != smRANone {
@@ -392,10 +640,10 @@ func (w *smWorld) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	resp := &http.Response{StatusCode: c.status, Status: fmt.Sprintf("%d %s", c.status, http.StatusText(c.status)),
 		Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1, Header: h, Request: req}
-	if w.rng.IntN(25) == 0 {
+	if rng.IntN(25) == 0 {
 		c.nilBody = true
 	} else {
-		size := w.rng.IntN(40)
+		size := rng.IntN(40)
 		c.respBody = &smRespBody{r: strings.NewReader(strings.Repeat("r", size)), size: size}
 		resp.Body, resp.ContentLength = c.respBody, int64(size)
 	}
@@ -405,22 +653,29 @@ func (w *smWorld) RoundTrip(req *http.Request) (*http.Response, error) {
 // smMutRT sits between tank and the fake and breaks something on purpose.
 type smMutRT struct {
 	m    smMutant
-	next http.RoundTripper
+	w    *smWorld
+	conn chan struct{} // smMutSerial: the one connection, held by the call in the fake
 }
 
 func (m smMutRT) RoundTrip(req *http.Request) (*http.Response, error) {
-	switch m.m {
-	case smMutResend:
+	next := m.w
+	// dup returns a copy of req with a body of its own.
+	dup := func() *http.Request {
 		r2 := req.Clone(req.Context())
 		if req.GetBody != nil {
 			r2.Body, _ = req.GetBody()
 		} else if req.Body != nil {
 			r2.Body = http.NoBody
 		}
-		if resp, err := m.next.RoundTrip(req); err == nil && resp != nil && resp.Body != nil {
+		return r2
+	}
+	switch m.m {
+	case smMutResend:
+		r2 := dup()
+		if resp, err := next.RoundTrip(req); err == nil && resp != nil && resp.Body != nil {
 			resp.Body.Close()
 		}
-		return m.next.RoundTrip(r2)
+		return next.RoundTrip(r2)
 	case smMutLeakBody:
 		if req.Body != nil {
 			r2 := *req
@@ -430,17 +685,51 @@ func (m smMutRT) RoundTrip(req *http.Request) (*http.Response, error) {
 	case smMutSlow:
 		time.Sleep(3 * time.Second)
 	case smMutDoubleClose:
-		resp, err := m.next.RoundTrip(req)
+		resp, err := next.RoundTrip(req)
 		smCloseBody(req)
 		return resp, err
+	case smMutParallel:
+		// The duplicate is in flight (held by the fake) while the original
+		// is sent.
+		h := &smHold{entered: make(chan struct{}), release: make(chan struct{})}
+		r2 := dup()
+		r2 = r2.WithContext(context.WithValue(req.Context(), smHoldKey{}, h))
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			if resp, err := next.RoundTrip(r2); err == nil && resp != nil && resp.Body != nil {
+				resp.Body.Close()
+			}
+		}()
+		<-h.entered
+		resp, err := next.RoundTrip(req)
+		close(h.release)
+		<-done
+		return resp, err
+	case smMutLeakResp:
+		resp, err := next.RoundTrip(req)
+		if resp != nil && resp.Body != nil {
+			resp.Body = smNoClose{resp.Body}
+		}
+		return resp, err
+	case smMutHookOverlap:
+		defer m.w.hookEnter("the transport")()
+	case smMutSerial:
+		select {
+		case m.conn <- struct{}{}:
+			defer func() { <-m.conn }()
+		case <-req.Context().Done():
+			smCloseBody(req)
+			return nil, req.Context().Err()
+		}
 	}
-	return m.next.RoundTrip(req)
+	return next.RoundTrip(req)
 }
 
 // smResult is what one seed reports to the test.
 type smResult struct {
 	viol   []smViolation
-	log    []string
+	log    []smLine
 	tally  map[string]int
 	panics bool
 }
@@ -451,7 +740,11 @@ func smRun(seed uint64, mut smMutant) (res smResult) {
 	w := &smWorld{seed: seed, rng: rng, mut: mut, t0: time.Now()}
 	tally := map[string]int{}
 	res.tally = tally
-	defer func() { res.viol, res.log = w.viol, w.log }()
+	defer func() {
+		w.mu.Lock()
+		res.viol, res.log = slices.Clone(w.viol), slices.Clone(w.log)
+		w.mu.Unlock()
+	}()
 
 	// The request.
 	switch x := rng.IntN(100); {
@@ -491,6 +784,8 @@ func smRun(seed uint64, mut smMutant) (res smResult) {
 		opts = append(opts, WithRetryAfterCap(w.raCap))
 	}
 	if rng.IntN(10) < 4 {
+		// Whole milliseconds that no hedging delay divides: an attempt
+		// timeout never ends on a hedging tick.
 		w.attemptTimeout = smPick(rng, 50*time.Millisecond, 500*time.Millisecond, 2*time.Second)
 		opts = append(opts, WithAttemptTimeout(w.attemptTimeout))
 	}
@@ -511,7 +806,7 @@ func smRun(seed uint64, mut smMutant) (res smResult) {
 		if err != nil {
 			panic(err)
 		}
-		budgetDesc, w.budget = b.String(), true
+		budgetDesc, w.budget, w.budgetObj = b.String(), true, b
 		opts = append(opts, WithBudget(b))
 	}
 	if rng.IntN(10) == 0 {
@@ -534,20 +829,47 @@ func smRun(seed uint64, mut smMutant) (res smResult) {
 		w.hooks = 2
 	}
 	if w.hooks > 0 {
-		opts = append(opts, WithHooks(Hooks{
-			AttemptEnd: func(_ context.Context, a *Attempt) { w.recs = append(w.recs, *a) },
-			RequestEnd: func(context.Context, *Attempt) { w.requestEnds++ },
-		}))
+		h := Hooks{
+			AttemptEnd: func(_ context.Context, a *Attempt) {
+				defer w.hookEnter("AttemptEnd")()
+				w.mu.Lock()
+				defer w.mu.Unlock()
+				w.recs = append(w.recs, *a)
+				w.events = append(w.events, smEvent{'e', a.Number})
+			},
+			RequestEnd: func(_ context.Context, a *Attempt) {
+				defer w.hookEnter("RequestEnd")()
+				w.mu.Lock()
+				defer w.mu.Unlock()
+				w.requestEnds++
+				w.reqEnd = *a
+				w.events = append(w.events, smEvent{'r', a.Number})
+			},
+		}
+		if w.startHook = rng.IntN(2) == 0; w.startHook {
+			h.AttemptStart = func(_ context.Context, a *Attempt) context.Context {
+				defer w.hookEnter("AttemptStart")()
+				a.Header.Set(smNumberHeader, strconv.Itoa(a.Number))
+				w.mu.Lock()
+				defer w.mu.Unlock()
+				w.events = append(w.events, smEvent{'s', a.Number})
+				return nil
+			}
+		}
+		opts = append(opts, WithHooks(h))
 	}
 	var tamperDesc string
 	if w.hooks == 2 {
 		tamper := rng.IntN(4)
 		tamperDesc = [...]string{"0", "1h", "-1s", "2x+1ms"}[tamper]
 		opts = append(opts, WithHooks(Hooks{AttemptEnd: func(_ context.Context, a *Attempt) {
+			defer w.hookEnter("AttemptEnd (tamper)")()
 			if a.Verdict != Retry {
 				return
 			}
+			w.mu.Lock()
 			w.tampered++
+			w.mu.Unlock()
 			switch tamper {
 			case 0:
 				a.Sleep = 0
@@ -560,10 +882,53 @@ func smRun(seed uint64, mut smMutant) (res smResult) {
 			}
 		}}))
 	}
+	// Hedging, on a third of the seeds: think times in units of the delay
+	// (fast: under one; slow: one to five), so that hedges fire.
+	var hedgeDesc string
+	switch x := rng.IntN(12); {
+	case x < 3:
+		w.hedgeDelay = smPick(rng, 3*time.Millisecond, 7*time.Millisecond, 13*time.Millisecond, 29*time.Millisecond)
+		w.hedgeK = 1 + rng.IntN(3)
+		w.latUnit = w.hedgeDelay
+		opts = append(opts, WithHedging(w.hedgeDelay, w.hedgeK))
+		hedgeDesc = fmt.Sprintf("WithHedging(%v, %d)", w.hedgeDelay, w.hedgeK)
+	case x < 4:
+		w.adaptive, w.hedgeK = true, 1+rng.IntN(3)
+		w.quantile = smPick(rng, 0.5, 0.75, 0.9, 0.95)
+		w.latUnit = smPick(rng, 5*time.Millisecond, 10*time.Millisecond, 20*time.Millisecond)
+		w.training = smPick(rng, 0, 60, 200)
+		opts = append(opts, WithAdaptiveHedging(w.quantile, w.hedgeK))
+		hedgeDesc = fmt.Sprintf("WithAdaptiveHedging(%v, %d) trained on %d", w.quantile, w.hedgeK, w.training)
+	default:
+		if rng.IntN(5) == 0 {
+			w.latUnit = 10 * time.Millisecond
+		}
+	}
+	if w.latUnit > 0 {
+		w.slowPct = smPick(rng, 20, 50, 80)
+	}
+	if w.hedgeK > 0 && rng.IntN(3) < 2 {
+		// Most hedging seeds send a request that may be hedged: a GET, a PUT
+		// or a POST with a key, with no body or one GetBody can produce.
+		switch rng.IntN(3) {
+		case 0:
+			w.method, w.keyMode = http.MethodGet, smKeyNone
+		case 1:
+			w.method, w.keyMode = http.MethodPut, smKeyNone
+		default:
+			w.method, w.keyMode = http.MethodPost, smKeySet
+		}
+		if w.bodyKind == smBodyPlain {
+			w.bodyKind = smBodyGetBody
+		}
+	}
 	// WithIdempotencyKeys gives a POST or PATCH without a key (an empty one
 	// is none) a key of its own: the server can then deduplicate it.
 	w.nonReplayable = (w.method == http.MethodPost || w.method == http.MethodPatch) &&
 		w.keyMode != smKeySet && !w.autoKey
+	// Only a request safe to send twice, whose body is absent or has
+	// GetBody, is hedged.
+	w.hedged = w.hedgeK > 0 && !w.nonReplayable && w.bodyKind != smBodyPlain
 
 	// What the fake transport does: a mix drawn per seed.
 	w.weights = [smKinds]int{smResp: 10 + rng.IntN(30)}
@@ -605,7 +970,11 @@ func smRun(seed uint64, mut smMutant) (res smResult) {
 	}
 	if rng.IntN(10) < 3 {
 		w.callerTrace = true
-		ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{GotConn: func(httptrace.GotConnInfo) { w.callerGotConn++ }})
+		ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{GotConn: func(httptrace.GotConnInfo) { w.callerGotConn.Add(1) }})
+	}
+	if rng.IntN(3) == 0 {
+		w.outcome = &Outcome{}
+		ctx = WithOutcome(ctx, w.outcome)
 	}
 	w.callerCtx = ctx
 	w.canEnd = !w.deadline.IsZero() || !w.cancelAt.IsZero() || w.attemptTimeout > 0
@@ -628,7 +997,9 @@ func smRun(seed uint64, mut smMutant) (res smResult) {
 		req.Body, req.ContentLength = body, int64(len(w.payload))
 		req.GetBody = func() (io.ReadCloser, error) {
 			b := &smReqBody{Reader: bytes.NewReader(w.payload)}
+			w.mu.Lock()
 			getBodies = append(getBodies, b)
+			w.mu.Unlock()
 			return b, nil
 		}
 	case smBodyPlain:
@@ -640,27 +1011,39 @@ func smRun(seed uint64, mut smMutant) (res smResult) {
 	}
 	headerBefore := req.Header.Clone()
 
-	w.logf("seed %d mutant %d: %s key=%d body=%d(%d bytes, ContentLength %d) attempts=%d backoff=%v..%v jitter=%d raCap=%v attemptTO=%v buffer=%d drain=%d budget=%q groups=%v autoKey=%v attemptHdr=%q hooks=%d tamper=%s deadline=%v cancel=%v callerTrace=%v weights=%v statuses=%v",
+	w.logf("seed %d mutant %d: %s key=%d body=%d(%d bytes, ContentLength %d) attempts=%d backoff=%v..%v jitter=%d raCap=%v attemptTO=%v buffer=%d drain=%d budget=%q groups=%v autoKey=%v attemptHdr=%q hooks=%d startHook=%v tamper=%s deadline=%v cancel=%v callerTrace=%v outcome=%v hedging=%q hedged=%v think=%v/%d%% weights=%v statuses=%v",
 		seed, mut, w.method, w.keyMode, w.bodyKind, len(w.payload), req.ContentLength, w.maxAttempts, w.initial, w.max, jit,
-		w.raCap, w.attemptTimeout, w.bufferLimit, w.drainLimit, budgetDesc, w.groups, w.autoKey, w.attemptHdr, w.hooks, tamperDesc,
-		smRel(w, w.deadline), smRel(w, w.cancelAt), w.callerTrace, w.weights, w.statuses)
+		w.raCap, w.attemptTimeout, w.bufferLimit, w.drainLimit, budgetDesc, w.groups, w.autoKey, w.attemptHdr, w.hooks, w.startHook, tamperDesc,
+		smRel(w, w.deadline), smRel(w, w.cancelAt), w.callerTrace, w.outcome != nil, hedgeDesc, w.hedged, w.latUnit, w.slowPct, w.weights, w.statuses)
 
 	var next http.RoundTripper = w
 	if mut != smMutNone {
-		next = smMutRT{m: mut, next: w}
+		next = smMutRT{m: mut, w: w, conn: make(chan struct{}, 1)}
 	}
 	tr := NewTransport(next, opts...)
 	if tr.p == nil {
 		panic(tr.err)
 	}
 	tr.p.rand = rng.Float64 // jitter from the seed
+	w.firstDelay, w.delayKnown = w.hedgeDelay, true
+	if w.adaptive {
+		// The tracker has seen the host's latencies, from the same mix.
+		trng := rand.New(rand.NewPCG(seed, 0x7a1e))
+		for i := range w.training {
+			tr.p.hedge.latency.Observe(req.URL.Host, w.latency(trng, i))
+		}
+		w.firstDelay, w.delayKnown = tr.p.hedge.latency.Quantile(req.URL.Host, w.quantile)
+		w.logf("  adaptive delay %v (known %v)", w.firstDelay, w.delayKnown)
+	}
 
 	var resp *http.Response
 	func() {
 		defer func() {
 			if r := recover(); r != nil {
 				res.panics = true
+				w.mu.Lock()
 				w.violate(smVPanic, "%v\n%s", r, smStack())
+				w.mu.Unlock()
 			}
 		}()
 		resp, err = tr.RoundTrip(req)
@@ -669,7 +1052,36 @@ func smRun(seed uint64, mut smMutant) (res smResult) {
 	if res.panics {
 		return res
 	}
+	if w.outcome != nil {
+		// Filled in before RoundTrip returns (the race detector minds).
+		w.outcomeAtEnd = *w.outcome
+	}
+	w.mu.Lock()
 	w.logf("  returned at %v: resp=%v err=%v", w.at(ret), smStatus(resp), err)
+	w.mu.Unlock()
+
+	// The caller reads and closes the response, then every goroutine of
+	// the request settles: the copies tank cancelled, its reaper.
+	if resp != nil && resp.Body != nil {
+		func() {
+			defer func() {
+				if r := recover(); r != nil {
+					w.mu.Lock()
+					w.violate(smVRespClose, "reading or closing the body panicked: %v\n%s", r, smStack())
+					w.mu.Unlock()
+				}
+			}()
+			io.Copy(io.Discard, resp.Body)
+			if err := resp.Body.Close(); err != nil {
+				w.mu.Lock()
+				w.violate(smVRespClose, "Close() = %v", err)
+				w.mu.Unlock()
+			}
+		}()
+	}
+	synctest.Wait()
+
+	w.mu.Lock()
 	func() {
 		defer func() {
 			if r := recover(); r != nil {
@@ -678,6 +1090,12 @@ func smRun(seed uint64, mut smMutant) (res smResult) {
 		}()
 		w.check(req, resp, err, ret, body, getBodies, headerBefore, tally)
 	}()
+	w.mu.Unlock()
+	if mut != smMutNone {
+		// A broken transport may still be at work: let it finish, so that
+		// the bubble can end.
+		time.Sleep(time.Hour)
+	}
 	return res
 }
 
@@ -705,7 +1123,8 @@ func smStack() string {
 	return strings.Join(lines[:min(len(lines), 16)], "\n")
 }
 
-// check applies every invariant once RoundTrip has returned at ret.
+// check applies every invariant once RoundTrip has returned at ret, the
+// caller has closed the response, and the bubble is idle. w.mu is held.
 func (w *smWorld) check(req *http.Request, resp *http.Response, err error, ret time.Time,
 	body *smReqBody, getBodies []*smReqBody, headerBefore http.Header, tally map[string]int) {
 	calls := w.calls
@@ -729,6 +1148,25 @@ func (w *smWorld) check(req *http.Request, resp *http.Response, err error, ret t
 		}
 	}
 
+	// Copies: how many at once; none running on once the request ended
+	// (losers are cancelled when it ends, and the fake honours that at once).
+	maxCopies := 1
+	if w.hedged {
+		maxCopies += w.hedgeK
+	}
+	if w.maxInflight > maxCopies {
+		cat := smVInflight
+		if !w.hedged {
+			cat = smVHedgeForbidden
+		}
+		w.violate(cat, "%d copies in flight at once; at most %d (hedging %d, hedgeable %v)", w.maxInflight, maxCopies, w.hedgeK, w.hedged)
+	}
+	for _, c := range calls {
+		if !c.ended || c.end.After(ret) {
+			w.violate(smVLeftInFlight, "attempt %d (%s, started at %v) still in flight or ended later; RoundTrip returned at %v and the caller closed the response", c.n, smKindNames[c.kind], w.at(c.start), w.at(ret))
+		}
+	}
+
 	// The result.
 	var ee *ExhaustedError
 	switch {
@@ -739,49 +1177,50 @@ func (w *smWorld) check(req *http.Request, resp *http.Response, err error, ret t
 	case ee != nil && ee.Attempts != last:
 		w.violate(smVErrAttempts, "ExhaustedError.Attempts = %d; %d attempts made (%v)", ee.Attempts, last, err)
 	case ee != nil && last > 0 && w.hooks == 0:
-		w.checkDecision(calls[last-1], Attempt{Number: last, Verdict: Stop, Reason: ee.Reason})
+		w.checkEndReason(ee.Reason, ret)
 	}
+	winner := 0 // the attempt whose response was returned
 	if resp != nil {
-		if got := resp.Header.Get("X-Sm-Attempt"); got != strconv.Itoa(last) {
+		got := resp.Header.Get("X-Sm-Attempt")
+		winner, _ = strconv.Atoi(got)
+		switch {
+		case winner < 1 || winner > last:
 			w.violate(smVNotLast, "returned the response of attempt %q; %d attempts made", got, last)
+			winner = 0
+		case !w.hedged && winner != last:
+			w.violate(smVNotLast, "returned the response of attempt %q; %d attempts made", got, last)
+		case !calls[winner-1].end.Equal(ret):
+			w.violate(smVNotLast, "returned the response of attempt %d, which came back at %v; RoundTrip returned at %v", winner, w.at(calls[winner-1].end), w.at(ret))
 		}
 		if resp.Body == nil {
 			w.violate(smVRespNilBody, "status %d", resp.StatusCode)
-		} else {
-			func() {
-				defer func() {
-					if r := recover(); r != nil {
-						w.violate(smVRespClose, "reading or closing the body panicked: %v\n%s", r, smStack())
-					}
-				}()
-				io.Copy(io.Discard, resp.Body)
-				if err := resp.Body.Close(); err != nil {
-					w.violate(smVRespClose, "Close() = %v", err)
-				}
-			}()
 		}
 	}
 
 	// Request bodies: each closed exactly once.
-	if body != nil && body.closes != 1 {
-		w.violate(smVBodyClose, "the caller's body closed %d times", body.closes)
+	if body != nil {
+		if n := body.closed(); n != 1 {
+			w.violate(smVBodyClose, "the caller's body closed %d times", n)
+		}
 	}
 	for i, b := range getBodies {
-		if b.closes != 1 {
-			w.violate(smVGetBodyClose, "GetBody body %d of %d closed %d times", i+1, len(getBodies), b.closes)
+		if n := b.closed(); n != 1 {
+			w.violate(smVGetBodyClose, "GetBody body %d of %d closed %d times", i+1, len(getBodies), n)
 		}
 	}
 
-	// Response bodies: each closed exactly once; retried ones drained.
+	// Response bodies: each closed exactly once, the losers' too; the
+	// others than the one returned drained.
 	for _, c := range calls {
 		if c.respBody == nil {
 			continue
 		}
-		final := resp != nil && c.n == last
-		if c.respBody.closes != 1 {
-			w.violate(smVRespLeak, "attempt %d's %d response body (final %v) closed %d times", c.n, c.status, final, c.respBody.closes)
+		final := c.n == winner
+		closes, eof := c.respBody.state()
+		if closes != 1 {
+			w.violate(smVRespLeak, "attempt %d's %d response body (final %v) closed %d times", c.n, c.status, final, closes)
 		}
-		if !final && int64(c.respBody.size) <= w.drainLimit && !c.respBody.eof {
+		if !final && int64(c.respBody.size) <= w.drainLimit && !eof {
 			w.violate(smVNotDrained, "attempt %d's %d response body of %d bytes not read to EOF; drain limit %d", c.n, c.status, c.respBody.size, w.drainLimit)
 		}
 	}
@@ -831,12 +1270,34 @@ func (w *smWorld) check(req *http.Request, resp *http.Response, err error, ret t
 			}
 		}
 	}
-	if w.callerTrace && w.callerGotConn != w.firedGotConn {
-		w.violate(smVCallerTrace, "caller's GotConn ran %d times; the transport fired it %d times", w.callerGotConn, w.firedGotConn)
+	if got, fired := w.callerGotConn.Load(), w.firedGotConn.Load(); w.callerTrace && got != fired {
+		w.violate(smVCallerTrace, "caller's GotConn ran %d times; the transport fired it %d times", got, fired)
 	}
 
+	// Budget: the first attempt is free; every retry and every hedge draws
+	// a token, the bucket starts full (burst) and earns perSecond.
+	if b := w.budgetObj; b != nil && last > 0 {
+		tokens := b.burst + b.perSecond*ret.Sub(w.t0).Seconds()
+		if float64(last-1) > tokens+1e-9 {
+			w.violate(smVBudget, "%d retries and hedges in %v; the budget (%s) held at most %.3f tokens", last-1, w.at(ret), b, tokens)
+		}
+	}
+
+	// Outcome.
+	if o := &w.outcomeAtEnd; w.outcome != nil {
+		switch {
+		case o.Attempts != last:
+			w.violate(smVOutcome, "Outcome.Attempts = %d; %d attempts made", o.Attempts, last)
+		case ee != nil && o.Reason != ee.Reason:
+			w.violate(smVOutcome, "Outcome.Reason = %s; the error says %s", o.Reason, ee.Reason)
+		case w.hooks > 0 && w.requestEnds == 1 && o.Reason != w.reqEnd.Reason:
+			w.violate(smVOutcome, "Outcome.Reason = %s; RequestEnd saw %s", o.Reason, w.reqEnd.Reason)
+		}
+	}
+
+	w.checkHedgeTiming()
 	if w.hooks > 0 {
-		w.checkHooks()
+		w.checkHooks(resp, ee, winner)
 	}
 
 	// Tallies, to show the checks are not vacuous.
@@ -868,14 +1329,14 @@ func (w *smWorld) check(req *http.Request, resp *http.Response, err error, ret t
 	for _, a := range w.recs {
 		reasons[a.Reason] = true
 	}
-	for _, r := range []Reason{ReasonDeadline, ReasonCanceled, ReasonBudget, ReasonRetryAfter, ReasonBodyNotReplayable, ReasonNotReplayable} {
+	for _, r := range []Reason{ReasonDeadline, ReasonCanceled, ReasonBudget, ReasonRetryAfter, ReasonBodyNotReplayable, ReasonNotReplayable, ReasonSuperseded} {
 		if reasons[r] {
 			tally["reason "+string(r)]++
 		}
 	}
 	for _, c := range calls {
 		tally["outcome "+smKindNames[c.kind]]++
-		if c.kind == smStall && w.attemptTimeout > 0 && w.callerCtx.Err() == nil {
+		if c.kind == smStall && c.cutBy == "timeout" {
 			tally["attempt timeout ended a stall"]++
 		}
 	}
@@ -891,21 +1352,226 @@ func (w *smWorld) check(req *http.Request, resp *http.Response, err error, ret t
 			break
 		}
 	}
+	if w.outcome != nil {
+		tally["outcome checked"]++
+	}
+	// Hedging.
+	if w.hedgeK > 0 && !w.hedged {
+		tally["hedging on, request not hedgeable"]++
+	}
+	hedges, rounds, losers := 0, 0, 0
+	for _, c := range calls {
+		if c.overlap {
+			hedges++
+		} else {
+			rounds++
+		}
+		if c.cutBy == "tank" {
+			losers++
+		}
+	}
+	if hedges > 0 {
+		tally["hedged"]++
+		if w.adaptive {
+			tally["hedged (adaptive)"]++
+		}
+		if rounds > 1 {
+			tally["hedged, then retried"]++
+		}
+		if w.budget {
+			tally["hedged under a budget"]++
+		}
+		if w.hooks > 0 {
+			tally["hedged, with hooks"]++
+		}
+	}
+	if w.hedged && w.maxInflight == 1+w.hedgeK && w.hedgeK > 1 {
+		tally["1+maxHedges copies in flight (maxHedges > 1)"]++
+	}
+	if winner > 0 && calls[winner-1].overlap {
+		tally["a hedge won"]++
+	}
+	if losers > 0 {
+		tally["loser cancelled"]++
+	}
+	for _, a := range w.recs {
+		if a.Verdict == Retry && a.SleepSource == "" {
+			tally["copy dropped"]++
+			break
+		}
+	}
+}
+
+// smRounds splits the calls into rounds: a call made while no other was
+// in flight begins one; the others are its hedges.
+func smRounds(calls []*smCall) [][]*smCall {
+	var rounds [][]*smCall
+	for _, c := range calls {
+		if !c.overlap || len(rounds) == 0 {
+			rounds = append(rounds, nil)
+		}
+		rounds[len(rounds)-1] = append(rounds[len(rounds)-1], c)
+	}
+	return rounds
+}
+
+// checkHedgeTiming checks when hedges were sent, without a budget
+// (docs/design.md, Hedging, Rounds): in a round begun at s0, at every tick
+// s0 + m·delay until a copy of the round comes back, a hedge is sent if
+// and only if at most maxHedges copies are in flight and fewer than
+// WithMaxAttempts attempts have been made; once that many have, no more.
+// Once a copy has come back, none (it ended the round or the request, or
+// it failed and was dropped, which stops the round's hedges). No hedge is
+// sent at any other time. With adaptive hedging, the delay is known for
+// the first round only (the request's own latencies teach the tracker),
+// and an untrained tracker (under 50 latencies) never hedges.
+func (w *smWorld) checkHedgeTiming() {
+	if !w.hedged || w.budget {
+		return
+	}
+	d := w.firstDelay
+	for ri, round := range smRounds(w.calls) {
+		if w.adaptive && ri > 0 && w.delayKnown {
+			break
+		}
+		if !w.delayKnown {
+			if len(round) > 1 {
+				w.violate(smVHedgeTiming, "attempt %d hedged at %v; the adaptive tracker had %d latencies before the request, under the %d it needs", round[1].n, w.at(round[1].start), w.training, latency.MinSamples)
+			}
+			continue
+		}
+		s0 := round[0].start
+		answered := round[0].end // when the first copy of the round came back
+		for _, c := range round {
+			if c.end.Before(answered) {
+				answered = c.end
+			}
+		}
+		var want, got []time.Duration
+		// A hedge that fails at once comes back at the tick that sent it:
+		// the ticks after it are the first to send none.
+		for t := s0.Add(d); !t.After(answered); t = t.Add(d) {
+			made := 0
+			for _, c := range w.calls {
+				if c.start.Before(t) {
+					made++
+				}
+			}
+			if made >= w.maxAttempts {
+				break
+			}
+			inflight := 0
+			for _, c := range round {
+				if c.start.Before(t) && c.end.After(t) {
+					inflight++
+				}
+			}
+			if inflight <= w.hedgeK {
+				want = append(want, w.at(t))
+			}
+		}
+		for _, c := range round[1:] {
+			got = append(got, w.at(c.start))
+		}
+		if !slices.Equal(want, got) {
+			w.violate(smVHedgeTiming, "round of attempts %d-%d, begun at %v, first copy back at %v (delay %v, maxHedges %d, %d attempts at most): hedges sent at %v; the rules call for %v",
+				round[0].n, round[len(round)-1].n, w.at(s0), w.at(answered), d, w.hedgeK, w.maxAttempts, got, want)
+		}
+	}
+}
+
+// checkEndReason checks, without hooks, the reason of the error that
+// ended the request against the attempt that ended it: the last one, or
+// with hedging one that came back when RoundTrip returned and that tank
+// did not cancel.
+func (w *smWorld) checkEndReason(reason Reason, ret time.Time) {
+	calls := w.calls
+	if !w.hedged {
+		c := calls[len(calls)-1]
+		w.checkDecision(c, Attempt{Number: c.n, Verdict: Stop, Reason: reason})
+		return
+	}
+	if reason == ReasonCanceled && w.callerCtx.Err() != nil {
+		return
+	}
+	problem := "no attempt came back when RoundTrip returned"
+	for _, c := range calls {
+		if !c.end.Equal(ret) || c.cutBy == "tank" {
+			continue
+		}
+		if p := w.decisionProblem(c, Attempt{Number: c.n, Verdict: Stop, Reason: reason}); p == "" {
+			return
+		} else {
+			problem = p
+		}
+	}
+	w.violate(smVDecision, "the request ended with reason %s, which fits no attempt that ended it: %s", reason, problem)
 }
 
 // checkHooks checks what the hooks saw against what the fake did.
-func (w *smWorld) checkHooks() {
+func (w *smWorld) checkHooks(resp *http.Response, ee *ExhaustedError, winner int) {
 	calls := w.calls
-	if len(w.recs) != len(calls) || w.requestEnds != 1 {
-		w.violate(smVHooks, "AttemptEnd ran %d times, RequestEnd %d times; %d attempts made", len(w.recs), w.requestEnds, len(calls))
+	byN := make(map[int]Attempt, len(w.recs))
+	endAt := map[int]int{} // the position of each attempt's AttemptEnd among the hook calls
+	for i, e := range w.events {
+		if e.kind == 'e' {
+			endAt[e.n] = i
+		}
+	}
+	for _, a := range w.recs {
+		if _, dup := byN[a.Number]; dup {
+			w.violate(smVHooks, "AttemptEnd ran twice for attempt %d", a.Number)
+		}
+		byN[a.Number] = a
+	}
+	if len(w.recs) != len(calls) || len(byN) != len(calls) || w.requestEnds != 1 {
+		w.violate(smVHooks, "AttemptEnd ran %d times (for %d attempts), RequestEnd %d times; %d attempts made", len(w.recs), len(byN), w.requestEnds, len(calls))
 		return
 	}
-	var slept time.Duration
-	for i, a := range w.recs {
-		c := calls[i]
-		if a.Number != c.n {
-			w.violate(smVHooks, "AttemptEnd %d saw Attempt.Number %d", i+1, a.Number)
+	for n := 1; n <= len(calls); n++ {
+		if _, ok := byN[n]; !ok {
+			w.violate(smVHooks, "no AttemptEnd for attempt %d; %d attempts made", n, len(calls))
+			return
 		}
+	}
+	if e := w.events[len(w.events)-1]; e.kind != 'r' {
+		w.violate(smVHooks, "RequestEnd ran before the AttemptEnd of attempt %d", e.n)
+	}
+	if w.startHook {
+		starts := map[int]int{}
+		for _, e := range w.events {
+			switch e.kind {
+			case 's':
+				starts[e.n]++
+			case 'e':
+				if starts[e.n] != 1 {
+					w.violate(smVHooks, "AttemptEnd of attempt %d ran after %d AttemptStarts for it", e.n, starts[e.n])
+				}
+			}
+		}
+		if len(starts) != len(calls) {
+			w.violate(smVHooks, "AttemptStart ran for %d attempts; %d made", len(starts), len(calls))
+		}
+		for _, c := range calls {
+			if c.number != c.n {
+				w.violate(smVHooks, "call %d to the transport carried attempt %d", c.n, c.number)
+			}
+		}
+	}
+	win := w.reqEnd.Number // the attempt that ended the request
+	if win < 1 || win > len(calls) {
+		w.violate(smVHooks, "RequestEnd saw attempt %d; %d attempts made", win, len(calls))
+		return
+	}
+	if winner != 0 && winner != win {
+		w.violate(smVNotLast, "returned the response of attempt %d; RequestEnd saw attempt %d", winner, win)
+	}
+	if ee != nil && w.reqEnd.Reason != ee.Reason {
+		w.violate(smVHooks, "RequestEnd saw reason %s; RoundTrip's error says %s", w.reqEnd.Reason, ee.Reason)
+	}
+
+	for _, c := range calls {
+		a := byN[c.n]
 		if c.processed && !a.Sent {
 			w.violate(smVSentFalse, "attempt %d (%s) processed by the server; Attempt.Sent=false, class %s, verdict %s (%s)", c.n, smKindNames[c.kind], a.Class, a.Verdict, a.Reason)
 		}
@@ -914,63 +1580,130 @@ func (w *smWorld) checkHooks() {
 		if a.Replayable == w.nonReplayable {
 			w.violate(smVDecision, "attempt %d: Attempt.Replayable = %v for a %s with key mode %d, WithIdempotencyKeys(%v)", c.n, a.Replayable, w.method, w.keyMode, w.autoKey)
 		}
-		if a.Slept != slept {
-			w.violate(smVSlept, "attempt %d: Attempt.Slept = %v; tank waited %v before it", c.n, a.Slept, slept)
-		}
-		if i+1 < len(calls) {
-			if a.Verdict != Retry {
-				w.violate(smVHooks, "attempt %d judged %s (%s), yet attempt %d was made", c.n, a.Verdict, a.Reason, c.n+1)
+		if a.Hedge != c.overlap {
+			cat := smVHedgeFlag
+			if !w.hedged {
+				cat = smVHedgeForbidden
 			}
-			if gap := calls[i+1].start.Sub(c.end); gap != a.Sleep {
-				w.violate(smVWait, "waited %v after attempt %d; tank decided a.Sleep = %v (%s)", gap, c.n, a.Sleep, a.SleepSource)
-			}
-			slept += a.Sleep
+			w.violate(cat, "attempt %d: Attempt.Hedge = %v; sent while another copy was in flight: %v (hedgeable %v)", c.n, a.Hedge, c.overlap, w.hedged)
 		}
+		if w.budget && a.BudgetTokens < 0 || !w.budget && a.BudgetTokens != -1 {
+			w.violate(smVBudget, "attempt %d: BudgetTokens = %v (budget %v)", c.n, a.BudgetTokens, w.budget)
+		}
+	}
 
-		// The wait tank chose.
-		throttled := c.kind == smResp && (c.status == 429 || c.status == 503) && c.raKind != smRANone
-		if !throttled {
-			if a.Verdict == Retry && (a.SleepSource != SleepBackoff || a.Sleep < 0 || a.Sleep > w.max) {
-				w.violate(smVBackoffRange, "attempt %d (%s %d, Retry-After %q): wait %v from %q; want backoff in [0, %v]", c.n, smKindNames[c.kind], c.status, c.ra, a.Sleep, a.SleepSource, w.max)
+	// Each round is ended by one attempt: judged Retry with a wait (the
+	// next round follows), or the one that ended the request. The others
+	// of the round were dropped (Retry, no wait) or cancelled when the
+	// request ended (Stop: superseded, or canceled by the caller).
+	rounds := smRounds(calls)
+	slept := time.Duration(0) // waited before the round
+	for ri, round := range rounds {
+		ender := 0
+		for _, c := range round {
+			if a := byN[c.n]; a.Verdict == Retry && a.SleepSource != "" || c.n == win {
+				if ender != 0 {
+					w.violate(smVDecision, "attempts %d and %d both ended their round", ender, c.n)
+				}
+				ender = c.n
 			}
-			continue
 		}
-		switch c.raKind {
-		case smRASecs, smRADate:
-			var want time.Duration
-			if c.raKind == smRASecs {
-				n, _ := strconv.Atoi(c.ra)
-				want = time.Duration(n) * time.Second
-			} else {
-				at, _ := http.ParseTime(c.ra)
-				want = max(at.Sub(c.end), 0)
+		if ender == 0 {
+			w.violate(smVDecision, "no attempt of %d-%d ended their round: neither retried with a wait nor seen by RequestEnd", round[0].n, round[len(round)-1].n)
+			return
+		}
+		for _, c := range round {
+			a := byN[c.n]
+			if a.Slept != slept {
+				w.violate(smVSlept, "attempt %d: Attempt.Slept = %v; tank waited %v before it", c.n, a.Slept, slept)
 			}
 			switch {
-			case want > w.raCap && a.Verdict == Retry:
-				w.violate(smVRetryAfter, "attempt %d: %d Retry-After %q (%v) above the cap %v, yet retried after %v", c.n, c.status, c.ra, want, w.raCap, a.Sleep)
-			case want <= w.raCap && a.Verdict == Retry && (a.Sleep != want || a.SleepSource != SleepRetryAfter):
-				w.violate(smVRetryAfter, "attempt %d: %d Retry-After %q; waited %v from %q, want %v from %q", c.n, c.status, c.ra, a.Sleep, a.SleepSource, want, SleepRetryAfter)
+			case c.n == ender:
+				for _, o := range round {
+					if o != c && endAt[o.n] > endAt[c.n] && byN[o.n].Verdict != Stop {
+						w.violate(smVDecision, "attempt %d ended its round (%s, %s) before attempt %d was judged", c.n, a.Verdict, a.Reason, o.n)
+					}
+				}
+				if ri+1 < len(rounds) {
+					next := rounds[ri+1][0]
+					if a.Verdict != Retry || c.n == win {
+						w.violate(smVHooks, "attempt %d judged %s (%s), RequestEnd %v, yet attempt %d was made after it", c.n, a.Verdict, a.Reason, c.n == win, next.n)
+					} else if gap := next.start.Sub(c.end); gap != a.Sleep {
+						w.violate(smVWait, "waited %v after attempt %d; tank decided a.Sleep = %v (%s)", gap, c.n, a.Sleep, a.SleepSource)
+					}
+				} else if c.n != win {
+					w.violate(smVHooks, "attempt %d judged %s (%s) and no attempt followed, yet RequestEnd saw attempt %d", c.n, a.Verdict, a.Reason, win)
+				}
+				w.checkWait(c, a)
+			case a.Verdict == Retry:
+				// Dropped: another copy carried on.
+				alive := false
+				for _, o := range round {
+					if o != c && !o.start.After(c.end) && endAt[o.n] > endAt[c.n] {
+						alive = true
+					}
+				}
+				if !w.hedged || !alive || a.Sleep != 0 {
+					w.violate(smVDecision, "attempt %d judged Retry with no wait (%v) at %v, as a dropped copy; hedgeable %v, another copy in flight %v", c.n, a.Sleep, w.at(c.end), w.hedged, alive)
+				}
+			default:
+				// Cancelled when the request ended.
+				if wc := calls[win-1]; !w.hedged || a.Reason != ReasonSuperseded && a.Reason != ReasonCanceled || !c.end.Equal(wc.end) || endAt[c.n] < endAt[win] {
+					w.violate(smVDecision, "attempt %d judged %s (%s) at %v: neither the one that ended the request (attempt %d, at %v) nor a copy cancelled then", c.n, a.Verdict, a.Reason, w.at(c.end), win, w.at(wc.end))
+				}
 			}
-		case smRAHuge:
-			if a.Verdict == Retry {
-				w.violate(smVRetryAfter, "attempt %d: %d Retry-After %q above the cap %v, yet retried after %v", c.n, c.status, c.ra, w.raCap, a.Sleep)
-			}
-		case smRANeg, smRAGarbage:
-			// Malformed: reported, and the backoff decides. (The header is
-			// read only once the caps let a retry through.)
-			cat := smVRetryAfter
-			if c.raKind == smRANeg {
-				cat = smVNegRetryAfter
-			}
-			if a.Verdict == Retry && !errors.Is(a.RetryAfterErr, ErrRetryAfter) {
-				w.violate(cat, "attempt %d: %d Retry-After %q: RetryAfterErr = %v; want ErrRetryAfter", c.n, c.status, c.ra, a.RetryAfterErr)
-			}
-			if a.Verdict == Retry && (a.SleepSource != SleepBackoff || a.Sleep < 0 || a.Sleep > w.max) {
-				w.violate(cat, "attempt %d: %d Retry-After %q: waited %v from %q; want backoff in [0, %v]", c.n, c.status, c.ra, a.Sleep, a.SleepSource, w.max)
-			}
-			if a.Reason == ReasonRetryAfter {
-				w.violate(cat, "attempt %d: %d Retry-After %q: stopped with %s", c.n, c.status, c.ra, a.Reason)
-			}
+		}
+		if a := byN[ender]; a.Verdict == Retry {
+			slept += a.Sleep
+		}
+	}
+}
+
+// checkWait checks the wait tank chose after an attempt that ended its
+// round (or the request): the backoff, or the Retry-After as documented.
+func (w *smWorld) checkWait(c *smCall, a Attempt) {
+	throttled := c.kind == smResp && (c.status == 429 || c.status == 503) && c.raKind != smRANone
+	if !throttled {
+		if a.Verdict == Retry && (a.SleepSource != SleepBackoff || a.Sleep < 0 || a.Sleep > w.max) {
+			w.violate(smVBackoffRange, "attempt %d (%s %d, Retry-After %q): wait %v from %q; want backoff in [0, %v]", c.n, smKindNames[c.kind], c.status, c.ra, a.Sleep, a.SleepSource, w.max)
+		}
+		return
+	}
+	switch c.raKind {
+	case smRASecs, smRADate:
+		var want time.Duration
+		if c.raKind == smRASecs {
+			n, _ := strconv.Atoi(c.ra)
+			want = time.Duration(n) * time.Second
+		} else {
+			at, _ := http.ParseTime(c.ra)
+			want = max(at.Sub(c.end), 0)
+		}
+		switch {
+		case want > w.raCap && a.Verdict == Retry:
+			w.violate(smVRetryAfter, "attempt %d: %d Retry-After %q (%v) above the cap %v, yet retried after %v", c.n, c.status, c.ra, want, w.raCap, a.Sleep)
+		case want <= w.raCap && a.Verdict == Retry && (a.Sleep != want || a.SleepSource != SleepRetryAfter):
+			w.violate(smVRetryAfter, "attempt %d: %d Retry-After %q; waited %v from %q, want %v from %q", c.n, c.status, c.ra, a.Sleep, a.SleepSource, want, SleepRetryAfter)
+		}
+	case smRAHuge:
+		if a.Verdict == Retry {
+			w.violate(smVRetryAfter, "attempt %d: %d Retry-After %q above the cap %v, yet retried after %v", c.n, c.status, c.ra, w.raCap, a.Sleep)
+		}
+	case smRANeg, smRAGarbage:
+		// Malformed: reported, and the backoff decides. (The header is
+		// read only once the caps let a retry through.)
+		cat := smVRetryAfter
+		if c.raKind == smRANeg {
+			cat = smVNegRetryAfter
+		}
+		if a.Verdict == Retry && !errors.Is(a.RetryAfterErr, ErrRetryAfter) {
+			w.violate(cat, "attempt %d: %d Retry-After %q: RetryAfterErr = %v; want ErrRetryAfter", c.n, c.status, c.ra, a.RetryAfterErr)
+		}
+		if a.Verdict == Retry && (a.SleepSource != SleepBackoff || a.Sleep < 0 || a.Sleep > w.max) {
+			w.violate(cat, "attempt %d: %d Retry-After %q: waited %v from %q; want backoff in [0, %v]", c.n, c.status, c.ra, a.Sleep, a.SleepSource, w.max)
+		}
+		if a.Reason == ReasonRetryAfter {
+			w.violate(cat, "attempt %d: %d Retry-After %q: stopped with %s", c.n, c.status, c.ra, a.Reason)
 		}
 	}
 }
@@ -979,6 +1712,13 @@ func (w *smWorld) checkHooks() {
 // happened to it and what the scenario allows: a retry only for an attempt
 // that may be retried, and a stop only for a reason that holds.
 func (w *smWorld) checkDecision(c *smCall, a Attempt) {
+	if p := w.decisionProblem(c, a); p != "" {
+		w.violate(smVDecision, "%s", p)
+	}
+}
+
+// decisionProblem is checkDecision's verdict: "" when the decision holds.
+func (w *smWorld) decisionProblem(c *smCall, a Attempt) string {
 	const (
 		always     = iota // not sent, or the server did no work (429, 502, 503)
 		replayable        // may have been processed: retried only if replayable
@@ -998,9 +1738,9 @@ func (w *smWorld) checkDecision(c *smCall, a Attempt) {
 	}
 	if a.Verdict == Retry {
 		if retry == never || retry == replayable && w.nonReplayable {
-			w.violate(smVDecision, "attempt %d (%s, status %d) of a %s retried (%s); it may not be", c.n, smKindNames[c.kind], c.status, w.method, a.Reason)
+			return fmt.Sprintf("attempt %d (%s, status %d) of a %s retried (%s); it may not be", c.n, smKindNames[c.kind], c.status, w.method, a.Reason)
 		}
-		return
+		return ""
 	}
 	ok := false
 	switch a.Reason {
@@ -1011,7 +1751,9 @@ func (w *smWorld) checkDecision(c *smCall, a Attempt) {
 	case ReasonNotReplayable:
 		ok = retry == replayable && w.nonReplayable
 	case ReasonAttempts:
-		ok = a.Number >= w.maxAttempts || w.groups != [3]int{}
+		// With hedging, every copy counts: the cap may be reached by the
+		// copies of a round.
+		ok = a.Number >= w.maxAttempts || w.groups != [3]int{} || w.hedged && len(w.calls) >= w.maxAttempts
 	case ReasonDeadline:
 		ok = !w.deadline.IsZero()
 	case ReasonBudget:
@@ -1020,14 +1762,18 @@ func (w *smWorld) checkDecision(c *smCall, a Attempt) {
 		ok = (c.status == 429 || c.status == 503) && (c.raKind == smRASecs || c.raKind == smRAHuge || c.raKind == smRADate)
 	case ReasonBodyNotReplayable:
 		ok = w.bodyKind == smBodyPlain && int64(len(w.payload)) > w.bufferLimit
+	case ReasonSuperseded:
+		ok = w.hedged
 	}
 	if !ok {
-		w.violate(smVDecision, "attempt %d (%s, status %d, Retry-After %q) of a %s stopped with reason %s", c.n, smKindNames[c.kind], c.status, c.ra, w.method, a.Reason)
+		return fmt.Sprintf("attempt %d (%s, status %d, Retry-After %q) of a %s stopped with reason %s", c.n, smKindNames[c.kind], c.status, c.ra, w.method, a.Reason)
 	}
+	return ""
 }
 
 // checkClass checks the class tank gave an attempt against what happened
-// to it. The caller's done context makes any retryable outcome canceled.
+// to it. The caller's done context makes any retryable outcome canceled,
+// and a copy cancelled when another ended the request is canceled too.
 func (w *smWorld) checkClass(c *smCall, a Attempt) {
 	var want []Class
 	switch c.kind {
@@ -1060,6 +1806,9 @@ func (w *smWorld) checkClass(c *smCall, a Attempt) {
 		want = []Class{ClassTimeout, ClassCanceled}
 	}
 	if a.Class == ClassCanceled && w.callerCtx.Err() != nil {
+		return
+	}
+	if a.Class == ClassCanceled && a.Err != nil && a.Reason == ReasonSuperseded && w.hedged {
 		return
 	}
 	if !slices.Contains(want, a.Class) {
@@ -1122,7 +1871,7 @@ func (f *smFailures) add(seed uint64, res smResult) {
 		seen[v.cat] = true
 		e := f.byCat[v.cat]
 		if e == nil {
-			e = &smFailure{first: fmt.Sprintf("seed %d: %s\n%s", seed, v.msg, strings.Join(res.log, "\n"))}
+			e = &smFailure{first: fmt.Sprintf("seed %d: %s\n%s", seed, v.msg, smLog(res.log))}
 			f.byCat[v.cat] = e
 		}
 		e.seeds = append(e.seeds, seed)
@@ -1148,25 +1897,45 @@ func (f *smFailures) report(t *testing.T, runs int) {
 // (none, with GetBody, a plain reader, sometimes over WithBufferLimit), the
 // options (attempts, backoff, jitter, Retry-After cap, attempt timeout,
 // budget, group caps, generated keys, attempt header, hooks that observe or
-// change a.Sleep), a caller deadline and a cancellation at a random virtual
-// time. The wrapped transport draws each attempt's fate: a response
+// change a.Sleep, WithOutcome, and on a third of the seeds WithHedging or
+// WithAdaptiveHedging), a caller deadline and a cancellation at a random
+// virtual time. The wrapped transport draws each attempt's fate: a response
 // 200/404/429/500/502/503/504 (sometimes 999, 600 or 0) with or without
 // Retry-After (seconds, negative, huge, HTTP-date, garbage) and sometimes a
 // nil Body; a refused dial; a reset before a connection; a reset or EOF
 // after the server read the request, traced or from a transport that fires
-// no httptrace event; a stall until the attempt's context ends; (nil, nil).
+// no httptrace event; a stall until the attempt's context ends; (nil, nil);
+// and, on hedging seeds and some others, a think time before answering,
+// which the attempt's context cuts short.
 //
 // Every seed checks: attempts <= WithMaxAttempts; RoundTrip never returns
 // after the deadline or the cancellation, and no attempt starts after
 // either; the request body and every GetBody body are closed exactly once;
 // a request that is not replayable is processed at most once; every attempt
 // sends the caller's bytes; the result is a response (non-nil Body, status
-// 100-599, the last attempt's) or an *ExhaustedError counting the attempts;
-// every response body is closed once and a retried one drained; the caller's
-// header is untouched; with hooks, every attempt is seen once, a processed
-// attempt is Sent, the wait taken is the a.Sleep tank decided (even when a
-// later hook changes it), Slept adds up, and Retry-After is applied as
-// documented. Goroutines left in a bubble fail synctest.Test.
+// 100-599, that of the attempt that ended the request, which came back when
+// RoundTrip returned) or an *ExhaustedError counting the attempts; every
+// response body is closed once, and every one but the returned one drained,
+// the hedging losers' included, by the time the caller has closed its
+// response and the bubble is idle; no copy runs on after that; the caller's
+// header is untouched; retries and hedges stay within the budget's tokens;
+// Outcome.Attempts counts the calls the transport saw. With hooks: every
+// attempt is seen once, AttemptStart before AttemptEnd, RequestEnd once and
+// last, no two hook calls at the same time; a processed attempt is Sent;
+// the wait taken is the a.Sleep tank decided (even when a later hook
+// changes it), Slept adds up, Retry-After is applied as documented, and
+// BudgetTokens is never negative.
+//
+// Hedging: a request that may not be hedged (not replayable, or a body
+// without GetBody) never has two copies in flight nor an Attempt.Hedge; a
+// hedged one has at most 1 + maxHedges in flight, Attempt.Hedge marks
+// exactly the copies sent while another was in flight, each round is ended
+// by one attempt (a retry with its wait, or the one that ended the
+// request), the others of the round being dropped (Retry, no wait, while
+// another copy carried on) or cancelled when the request ended
+// (ReasonSuperseded); and with WithHedging and no budget, hedges go out at
+// exactly the ticks the rules call for, none after a copy came back.
+// Goroutines left in a bubble fail synctest.Test.
 func TestStateMachine(t *testing.T) {
 	seeds, verbose := smSeeds(t)
 	var fails smFailures
@@ -1180,7 +1949,7 @@ func TestStateMachine(t *testing.T) {
 		}
 		fails.add(seed, res)
 		if verbose {
-			t.Logf("%s", strings.Join(res.log, "\n"))
+			t.Logf("%s", smLog(res.log))
 			for _, v := range res.viol {
 				t.Logf("VIOLATION %s: %s", v.cat, v.msg)
 			}
@@ -1209,7 +1978,10 @@ func TestStateMachine(t *testing.T) {
 		"outcome resp", "outcome refused", "outcome early-reset", "outcome after-err", "outcome hostile",
 		"outcome stall", "outcome nil-nil", "outcome partial",
 		"attempt timeout ended a stall", "body over the buffer limit", "hook changed a.Sleep, then retried",
-		"Retry-After honoured",
+		"Retry-After honoured", "outcome checked",
+		"hedging on, request not hedgeable", "hedged", "hedged (adaptive)", "hedged, then retried",
+		"hedged under a budget", "hedged, with hooks", "1+maxHedges copies in flight (maxHedges > 1)",
+		"a hedge won", "loser cancelled", "copy dropped", "reason " + string(ReasonSuperseded),
 	} {
 		if tally[k] == 0 {
 			t.Errorf("no seed exercised %q: the checks on it are vacuous", k)
@@ -1226,10 +1998,15 @@ func TestStateMachineSelfCheck(t *testing.T) {
 		mut  smMutant
 		want []string
 	}{
-		{"resend", smMutResend, []string{smVDupProcessed, smVAttempts, smVBodyBytes}},
+		{"resend", smMutResend, []string{smVDupProcessed, smVAttempts, smVBodyBytes, smVOutcome, smVBudget, smVHooks}},
 		{"leak body", smMutLeakBody, []string{smVBodyClose}},
-		{"slow", smMutSlow, []string{smVAfterDeadline, smVAfterCancel, smVStartAfterDone, smVWait}},
+		{"slow", smMutSlow, []string{smVAfterDeadline, smVAfterCancel, smVStartAfterDone, smVWait, smVHedgeTiming}},
 		{"double close", smMutDoubleClose, []string{smVBodyClose, smVGetBodyClose}},
+		{"parallel", smMutParallel, []string{smVHedgeForbidden, smVInflight}},
+		{"leak response", smMutLeakResp, []string{smVRespLeak}},
+		{"hook overlap", smMutHookOverlap, []string{smVHookOverlap}},
+		{"ignore cancel", smMutIgnoreCancel, []string{smVLeftInFlight}},
+		{"one connection", smMutSerial, []string{smVHedgeFlag}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			var fails smFailures
@@ -1243,6 +2020,118 @@ func TestStateMachineSelfCheck(t *testing.T) {
 					t.Errorf("mutant %q: no seed reported %q", tt.name, cat)
 				}
 			}
+			cats := make([]string, 0, len(fails.byCat))
+			for cat, f := range fails.byCat {
+				cats = append(cats, fmt.Sprintf("%s (%d)", cat, len(f.seeds)))
+			}
+			slices.Sort(cats)
+			t.Logf("mutant %q tripped: %s", tt.name, strings.Join(cats, "; "))
 		})
 	}
+}
+
+// smOKTransport answers 200 at once.
+type smOKTransport struct{}
+
+func (smOKTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	return &http.Response{StatusCode: http.StatusOK, Header: http.Header{}, Body: http.NoBody, Request: req}, nil
+}
+
+// hugeMaxHedgesProblems returns what goes wrong with a hedged GET sent under
+// WithHedging(time.Second, math.MaxInt) and under WithHedging(time.Second,
+// 1<<20), or "" when nothing does.
+func hugeMaxHedgesProblems() string {
+	send := func(k int) (problem string) {
+		defer func() {
+			if r := recover(); r != nil {
+				problem = fmt.Sprintf("WithHedging(time.Second, %d): RoundTrip panicked: %v", k, r)
+			}
+		}()
+		req, _ := http.NewRequest(http.MethodGet, "http://api.test/", nil)
+		resp, err := NewTransport(smOKTransport{}, WithHedging(time.Second, k)).RoundTrip(req)
+		if err != nil {
+			return fmt.Sprintf("WithHedging(time.Second, %d): RoundTrip error %v", k, err)
+		}
+		resp.Body.Close()
+		return ""
+	}
+	var problems []string
+	if p := send(math.MaxInt); p != "" {
+		problems = append(problems, p)
+	}
+	const k = 1 << 20
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	if p := send(k); p != "" {
+		problems = append(problems, p)
+	}
+	runtime.ReadMemStats(&after)
+	if grew := after.TotalAlloc - before.TotalAlloc; grew > 1<<20 {
+		problems = append(problems, fmt.Sprintf("WithHedging(time.Second, %d): one GET that made one attempt allocated %d MiB", k, grew>>20))
+	}
+	return strings.Join(problems, "; ")
+}
+
+// TestHedgeHugeMaxHedges: maxHedges may be any number >= 0, and what a
+// request allocates must not grow with it. It once did: a channel of
+// maxHedges+1 slots per hedged request, so math.MaxInt panicked ("makechan:
+// size out of range"), 1<<20 allocated 8 MiB for a GET that made one
+// attempt, and 1<<32 ended the program. The buffer is now bounded by
+// WithMaxAttempts and a small constant.
+func TestHedgeHugeMaxHedges(t *testing.T) {
+	if p := hugeMaxHedgesProblems(); p != "" {
+		t.Error(p)
+	}
+}
+
+// smThink answers 200 after d, or the context's error if it ends first.
+type smThink struct{ d time.Duration }
+
+func (th smThink) RoundTrip(req *http.Request) (*http.Response, error) {
+	if !smSleep(req.Context(), th.d) {
+		return nil, req.Context().Err()
+	}
+	return &http.Response{StatusCode: http.StatusOK, Header: http.Header{}, Body: http.NoBody, Request: req}, nil
+}
+
+// smSchedEvents counts the scheduler's samples of goroutines made to run
+// (runtime/metrics /sched/latencies): a count, not a time.
+func smSchedEvents() uint64 {
+	s := []metrics.Sample{{Name: "/sched/latencies:seconds"}}
+	metrics.Read(s)
+	var n uint64
+	for _, c := range s[0].Value.Float64Histogram().Counts {
+		n += c
+	}
+	return n
+}
+
+// TestHedgeNoTicksWhileFull: once no hedge can follow in a round (1 +
+// maxHedges copies in flight, the attempt cap reached, a hedge refused or a
+// copy dropped), the round's timer stops. FuzzOptions found it running on
+// (its input is kept as testdata/fuzz/FuzzOptions/2f3eb014151b75f8): the
+// caller's goroutine woke every delay for as long as the copies took, so
+// WithHedging(1ns, 1) burned a CPU core (measured outside this test: 302ms
+// of CPU for a 300ms request). Here, WithHedging(100ns, 1) and copies that
+// take 2ms: one hedge at 100ns, then nothing to do; the scheduler saw the
+// caller's goroutine run about 20,000 times before the fix (a quarter of
+// them sampled), a handful after.
+func TestHedgeNoTicksWhileFull(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		tr := NewTransport(smThink{2 * time.Millisecond}, WithHedging(100*time.Nanosecond, 1))
+		req, _ := http.NewRequest(http.MethodGet, "http://api.test/", nil)
+		before := smSchedEvents()
+		resp, err := tr.RoundTrip(req)
+		events := smSchedEvents() - before
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		synctest.Wait()
+		// One hedge, two copies back, the reaping: a handful of wake-ups,
+		// of which the scheduler samples a quarter.
+		if events > 200 {
+			t.Errorf("WithHedging(100ns, 1), copies that answer after 2ms (one hedge, then the round is full): the scheduler sampled %d goroutine wake-ups during the request; a handful expected", events)
+		}
+	})
 }

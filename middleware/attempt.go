@@ -81,7 +81,9 @@ const (
 // undone when it returns, so no observer can change a decision, a wait or
 // what the next observer sees. A classifier decides through its Verdict.
 type Attempt struct {
-	// Request is the caller's request. Treat it as read-only.
+	// Request is the caller's request (for a hedged request, a copy of it
+	// made when RoundTrip began: cancelled copies may be reaped after the
+	// caller has reused its own). Treat it as read-only.
 	Request *http.Request
 	// Header holds the headers this attempt sends. In Hooks.AttemptStart it is
 	// a private copy the hook may change (to inject trace context, say).

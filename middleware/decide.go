@@ -94,6 +94,14 @@ func (r *run) scheduleRetry(a *Attempt) {
 		}
 		src = SleepBackoff
 	}
+	// A hedged round's dropped copies may have asked for more.
+	if r.holdTooLong {
+		stop(ReasonRetryAfter)
+		return
+	}
+	if r.hold > d {
+		d, src = r.hold, SleepRetryAfter
+	}
 	if dl, has := r.req.Context().Deadline(); has && !p.now().Add(d).Before(dl) {
 		stop(ReasonDeadline)
 		return

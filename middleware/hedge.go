@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"slices"
 	"strconv"
@@ -86,16 +87,34 @@ func (r *run) hedged() (*http.Response, error) {
 	// copy finding it full waits for the loop or the reaper to take it.
 	results := make(chan *hedgeCopy, 1+min(r.p.hedge.max, r.p.maxAttempts-1, maxBuffered))
 	var inflight []*hedgeCopy
+	returned := false
+	defer func() {
+		if !returned {
+			// A panic (in the transport of a copy, a hook, a classifier) is
+			// on its way to the caller, as without hedging. The copies in
+			// flight are cancelled and reaped; RequestEnd does not run.
+			for _, x := range inflight {
+				x.cancel()
+			}
+			if n := len(inflight); n > 0 {
+				r.endLater, r.lostAs = true, ReasonSuperseded
+				go r.reap(results, n)
+			}
+		}
+	}()
 	for {
+		r.hold, r.holdTooLong = 0, false
 		c, err := r.launch(false)
 		if err != nil {
 			// The body could not be produced for the new round: the
 			// previous attempt stands, with its verdict turned to Stop.
+			returned = true
 			return r.Result()
 		}
 		inflight = append(inflight, r.start(c, results))
 		a, done := r.round(results, &inflight)
 		if done {
+			returned = true
 			resp, err := r.Result()
 			if len(inflight) > 0 {
 				go r.reap(results, len(inflight))
@@ -103,6 +122,7 @@ func (r *run) hedged() (*http.Response, error) {
 			return resp, err
 		}
 		if !r.Wait(a.Sleep) {
+			returned = true
 			return r.Result()
 		}
 	}
@@ -145,7 +165,7 @@ func (r *run) round(results chan *hedgeCopy, inflight *[]*hedgeCopy) (*Attempt, 
 				tick = nil
 			}
 		case c := <-results:
-			a, end, done := r.judgeCopy(c, results, inflight)
+			a, end, done := r.judgeCopy(c, inflight)
 			if end {
 				return a, done
 			}
@@ -160,10 +180,8 @@ func (r *run) round(results chan *hedgeCopy, inflight *[]*hedgeCopy) (*Attempt, 
 // be sent now.
 func (r *run) hedge() (*hedgeCopy, bool) {
 	p := r.p
-	left := -1.0
 	if p.budget != nil {
-		var ok bool
-		if left, ok = p.budget.withdraw(r.req, p.now()); !ok {
+		if _, ok := p.budget.withdraw(r.req, p.now()); !ok {
 			return nil, false
 		}
 	}
@@ -174,7 +192,6 @@ func (r *run) hedge() (*hedgeCopy, bool) {
 		}
 		return nil, false
 	}
-	c.a.BudgetTokens = left
 	return c, true
 }
 
@@ -255,19 +272,12 @@ func (r *run) start(c *hedgeCopy, results chan<- *hedgeCopy) *hedgeCopy {
 
 // judgeCopy judges a copy that has returned. end reports that the round is
 // over, done that the request is.
-func (r *run) judgeCopy(c *hedgeCopy, results chan *hedgeCopy, inflight *[]*hedgeCopy) (a *Attempt, end, done bool) {
+func (r *run) judgeCopy(c *hedgeCopy, inflight *[]*hedgeCopy) (a *Attempt, end, done bool) {
 	p, h := r.p, r.p.hedge
 	*inflight = slices.DeleteFunc(*inflight, func(x *hedgeCopy) bool { return x == c })
 	if c.panicked != nil {
-		// As without hedging, the panic reaches the caller unchanged; the
-		// other copies are cancelled and reaped.
-		for _, x := range *inflight {
-			x.cancel()
-		}
-		if n := len(*inflight); n > 0 {
-			r.endLater = true // RequestEnd does not run: the request ends in a panic
-			go r.reap(results, n)
-		}
+		// As without hedging, the panic reaches the caller unchanged
+		// (hedged cancels and reaps the other copies on its way out).
 		c.cancel()
 		panic(c.panicked)
 	}
@@ -280,7 +290,9 @@ func (r *run) judgeCopy(c *hedgeCopy, results chan *hedgeCopy, inflight *[]*hedg
 	a.Verdict, a.Reason = r.decide(a, g)
 	r.last, r.attemptCtx, r.resp, r.err, r.cancel = a, c.ctx, c.resp, c.err, c.cancel
 	if a.Verdict == Retry && len(*inflight) > 0 {
-		// Dropped: the copies in flight carry on.
+		// Dropped: the copies in flight carry on. A Retry-After it
+		// carries still binds the wait before the next round.
+		r.holdRetryAfter(a)
 		r.endCopy(c)
 		r.resp, r.cancel = nil, nil
 		return a, false, false
@@ -303,7 +315,12 @@ func (r *run) judgeCopy(c *hedgeCopy, results chan *hedgeCopy, inflight *[]*hedg
 		r.waitFrom = now
 		return a, true, false
 	}
-	// a ends the request: the copies still in flight lose.
+	// a ends the request: the copies still in flight lose, canceled if a
+	// is the caller's cancellation, superseded otherwise.
+	r.lostAs = ReasonSuperseded
+	if a.Reason == ReasonCanceled {
+		r.lostAs = ReasonCanceled
+	}
 	for _, x := range *inflight {
 		x.cancel()
 		if !x.a.Hedge {
@@ -316,6 +333,19 @@ func (r *run) judgeCopy(c *hedgeCopy, results chan *hedgeCopy, inflight *[]*hedg
 	return a, true, true
 }
 
+// holdRetryAfter keeps what a dropped copy's Retry-After asks for: the
+// wait before the next round is at least the longest asked in the round,
+// and one beyond the cap stops retrying, as it would without hedging.
+func (r *run) holdRetryAfter(a *Attempt) {
+	d, src, ok := r.retryAfter(a)
+	switch {
+	case !ok:
+		r.holdTooLong = true
+	case src != "":
+		r.hold = max(r.hold, d)
+	}
+}
+
 // endCopy ends a copy that does not end the request: its budget level and
 // AttemptEnd are reported, its response thrown away, its context released.
 func (r *run) endCopy(c *hedgeCopy) {
@@ -326,10 +356,17 @@ func (r *run) endCopy(c *hedgeCopy) {
 	if r.h != nil && r.h.AttemptEnd != nil {
 		a.endHook(c.ctx, r.h.AttemptEnd)
 	}
-	if c.resp != nil {
-		replay.Discard(c.resp.Body, r.p.drainLimit)
-	}
+	// Cancelled first: a body that stalls must not hold the request (or
+	// the reaper) back. A protocol switch's body is the connection: close
+	// it; reading it could block for good.
 	c.cancel()
+	if c.resp != nil {
+		if _, raw := c.resp.Body.(io.Writer); raw || c.resp.StatusCode == http.StatusSwitchingProtocols {
+			c.resp.Body.Close()
+		} else {
+			replay.Discard(c.resp.Body, r.p.drainLimit)
+		}
+	}
 }
 
 // reap waits for the n copies still in flight when the request ended,
@@ -349,10 +386,8 @@ func (r *run) reap(results <-chan *hedgeCopy, n int) {
 		if c.err != nil {
 			a.Class = ClassCanceled
 		}
-		a.Verdict, a.Reason = Stop, ReasonSuperseded
-		if r.req.Context().Err() != nil {
-			a.Reason = ReasonCanceled
-		}
+		a.Verdict, a.Reason = Stop, r.lostAs
+		a.BudgetTokens = -1 // the level when it ends, not when it was paid for
 		r.endCopy(c)
 	}
 	if r.h != nil && r.h.RequestEnd != nil && r.last != nil && r.done {

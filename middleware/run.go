@@ -43,6 +43,12 @@ type run struct {
 	// endLater: copies of a hedged request are still in flight when it ends;
 	// RequestEnd runs once they are reaped (see hedged).
 	endLater bool
+	// Hedged requests: what the copies still in flight when the request
+	// ended are reported as, and the round's Retry-After from dropped
+	// copies (hold, or holdTooLong when one asked beyond the cap).
+	lostAs      Reason
+	hold        time.Duration
+	holdTooLong bool
 
 	n        int
 	groupN   [3]int

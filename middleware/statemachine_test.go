@@ -269,6 +269,10 @@ type smEvent struct {
 // runs hooks after RoundTrip has returned: mu guards what they record. The
 // checks run with mu held, once the bubble is idle.
 type smWorld struct {
+	// hold is, by call number, what the Retry-After headers of the copies
+	// dropped in that call's round ask of the round's wait.
+	hold map[int]smRAHold
+
 	mu   sync.Mutex
 	seed uint64
 	rng  *rand.Rand // the scenario's and tank's jitter: used on the caller's goroutine only
@@ -1494,6 +1498,22 @@ func (w *smWorld) checkEndReason(reason Reason, ret time.Time) {
 	if reason == ReasonCanceled && w.callerCtx.Err() != nil {
 		return
 	}
+	if w.hold == nil {
+		// Without hooks, the copies dropped in a round are those back
+		// before the request ended: their Retry-After may have stopped it.
+		w.hold = map[int]smRAHold{}
+		for _, round := range smRounds(calls) {
+			var h smRAHold
+			for _, c := range round {
+				if _, tooLong, _ := w.retryAfterOf(c); tooLong && c.end.Before(ret) {
+					h.tooLong = true
+				}
+			}
+			for _, c := range round {
+				w.hold[c.n] = h
+			}
+		}
+	}
 	problem := "no attempt came back when RoundTrip returned"
 	for _, c := range calls {
 		if !c.end.Equal(ret) || c.cutBy == "tank" {
@@ -1568,6 +1588,23 @@ func (w *smWorld) checkHooks(resp *http.Response, ee *ExhaustedError, winner int
 	}
 	if ee != nil && w.reqEnd.Reason != ee.Reason {
 		w.violate(smVHooks, "RequestEnd saw reason %s; RoundTrip's error says %s", w.reqEnd.Reason, ee.Reason)
+	}
+
+	w.hold = map[int]smRAHold{}
+	for _, round := range smRounds(calls) {
+		var h smRAHold
+		for _, c := range round {
+			if a := byN[c.n]; a.Verdict == Retry && a.SleepSource == "" { // dropped
+				want, tooLong, ok := w.retryAfterOf(c)
+				h.tooLong = h.tooLong || tooLong
+				if ok && !tooLong {
+					h.d = max(h.d, want)
+				}
+			}
+		}
+		for _, c := range round {
+			w.hold[c.n] = h
+		}
 	}
 
 	for _, c := range calls {
@@ -1659,10 +1696,54 @@ func (w *smWorld) checkHooks(resp *http.Response, ee *ExhaustedError, winner int
 	}
 }
 
+// smRAHold is what the copies dropped in a round asked of its wait through
+// Retry-After: at least d, or no retry at all (tooLong: beyond the cap).
+type smRAHold struct {
+	d       time.Duration
+	tooLong bool
+}
+
+// retryAfterOf returns the wait c's Retry-After asks for, whether it is
+// beyond the cap, and whether c carried a usable one at all.
+func (w *smWorld) retryAfterOf(c *smCall) (want time.Duration, tooLong, ok bool) {
+	if c.kind != smResp || c.status != 429 && c.status != 503 {
+		return 0, false, false
+	}
+	switch c.raKind {
+	case smRASecs:
+		n, _ := strconv.Atoi(c.ra)
+		want = time.Duration(n) * time.Second
+	case smRADate:
+		at, _ := http.ParseTime(c.ra)
+		want = max(at.Sub(c.end), 0)
+	case smRAHuge:
+		return 0, true, true
+	default:
+		return 0, false, false
+	}
+	return want, want > w.raCap, true
+}
+
 // checkWait checks the wait tank chose after an attempt that ended its
-// round (or the request): the backoff, or the Retry-After as documented.
+// round (or the request): the backoff, or the Retry-After as documented,
+// and at least what the round's dropped copies asked for.
 func (w *smWorld) checkWait(c *smCall, a Attempt) {
+	h := w.hold[c.n]
+	if h.tooLong && a.Verdict == Retry {
+		w.violate(smVRetryAfter, "attempt %d: a copy dropped in its round asked for a Retry-After beyond the cap %v, yet retried after %v", c.n, w.raCap, a.Sleep)
+		return
+	}
 	throttled := c.kind == smResp && (c.status == 429 || c.status == 503) && c.raKind != smRANone
+	if own, tooLong, ok := w.retryAfterOf(c); h.d > 0 && a.Verdict == Retry && (!ok || !tooLong && own < h.d) {
+		// The dropped copies' Retry-After is the longest wait asked: it is
+		// the wait, unless the backoff drew a longer one.
+		fromHold := a.SleepSource == SleepRetryAfter && a.Sleep == h.d
+		fromBackoff := !ok && a.SleepSource == SleepBackoff && a.Sleep >= h.d && a.Sleep <= w.max
+		if !fromHold && !fromBackoff {
+			w.violate(smVRetryAfter, "attempt %d: copies dropped in its round asked for %v (Retry-After); waited %v from %q", c.n, h.d, a.Sleep, a.SleepSource)
+		}
+		return
+	}
 	if !throttled {
 		if a.Verdict == Retry && (a.SleepSource != SleepBackoff || a.Sleep < 0 || a.Sleep > w.max) {
 			w.violate(smVBackoffRange, "attempt %d (%s %d, Retry-After %q): wait %v from %q; want backoff in [0, %v]", c.n, smKindNames[c.kind], c.status, c.ra, a.Sleep, a.SleepSource, w.max)
@@ -1759,7 +1840,8 @@ func (w *smWorld) decisionProblem(c *smCall, a Attempt) string {
 	case ReasonBudget:
 		ok = w.budget
 	case ReasonRetryAfter:
-		ok = (c.status == 429 || c.status == 503) && (c.raKind == smRASecs || c.raKind == smRAHuge || c.raKind == smRADate)
+		ok = (c.status == 429 || c.status == 503) && (c.raKind == smRASecs || c.raKind == smRAHuge || c.raKind == smRADate) ||
+			w.hold[c.n].tooLong // a copy dropped in its round asked beyond the cap
 	case ReasonBodyNotReplayable:
 		ok = w.bodyKind == smBodyPlain && int64(len(w.payload)) > w.bufferLimit
 	case ReasonSuperseded:

@@ -66,7 +66,10 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	on := p.hooksOn(req)
 	if p.hedge != nil && p.hedgeable(req) {
 		r := &run{outcome: out}
-		r.init(p, req, next, on)
+		// The copies, the hooks and the reaping of cancelled copies work on
+		// a private copy of req: the caller may reuse req once it has closed
+		// the response body, and reaping can outlast that.
+		r.init(p, req.Clone(req.Context()), next, on)
 		r.prepareBody()
 		return r.hedged()
 	}

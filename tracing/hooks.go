@@ -323,7 +323,9 @@ func (h *hooks) attemptEnd(ctx context.Context, a *middleware.Attempt) {
 			keyClass.String(string(a.Class)),
 			keyDecision.String(a.Verdict.String()),
 			keyReason.String(string(a.Reason)))
-		if a.Verdict == middleware.Retry {
+		if a.Verdict == middleware.Retry && a.SleepSource != "" {
+			// A hedged copy dropped while another is in flight is a retry
+			// with no wait of its own: no source, nothing recorded.
 			attrs = append(attrs, keySleep.Float64(a.Sleep.Seconds()), keySleepSource.String(string(a.SleepSource)))
 		}
 		if a.BudgetTokens >= 0 {
@@ -351,7 +353,7 @@ func (h *hooks) attemptEnd(ctx context.Context, a *middleware.Attempt) {
 			keyClass.String(string(a.Class)),
 			keyDecision.String(a.Verdict.String())))
 	}
-	if a.Verdict == middleware.Retry && h.sleeps.Enabled(ctx) {
+	if a.Verdict == middleware.Retry && a.SleepSource != "" && h.sleeps.Enabled(ctx) {
 		h.sleeps.Record(ctx, a.Sleep.Seconds(), metric.WithAttributes(keySleepSource.String(string(a.SleepSource))))
 	}
 }

@@ -139,6 +139,7 @@ func (r *run) round(results chan *hedgeCopy, inflight *[]*hedgeCopy) (*Attempt, 
 		tick <-chan time.Time // nil: no more hedges this round
 	)
 	delay, ok := h.delayFor(r.req)
+	wait := delay // until the next hedge may be sent
 	if ok && r.n < p.maxAttempts {
 		t = time.NewTimer(delay)
 		defer t.Stop()
@@ -147,21 +148,28 @@ func (r *run) round(results chan *hedgeCopy, inflight *[]*hedgeCopy) (*Attempt, 
 	for {
 		select {
 		case <-tick:
-			sent := false
+			outcome := hedgeNone
 			if r.req.Context().Err() == nil {
 				var c *hedgeCopy
-				if c, sent = r.hedge(); sent {
+				if c, outcome = r.hedge(); outcome == hedgeSent {
 					*inflight = append(*inflight, r.start(c, results))
 				}
 			}
-			// No more hedges this round once none could be sent (the
-			// budget is empty, the body cannot be had, the caller gave
-			// up), or once no more can be: the copies in flight are all
-			// there may be, or the attempt cap is reached. A timer that
-			// fired for nothing would only spin.
-			if sent && len(*inflight) <= h.max && r.n < p.maxAttempts {
-				t.Reset(delay)
-			} else {
+			switch {
+			case outcome == hedgeUnpaid && wait < time.Hour:
+				// Other requests' deposits may pay for a hedge later: ask
+				// again after twice the wait, so an empty bucket is asked
+				// a few times per round, not polled.
+				wait *= 2
+				t.Reset(wait)
+			case outcome == hedgeSent && len(*inflight) <= h.max && r.n < p.maxAttempts:
+				wait = delay
+				t.Reset(wait)
+			default:
+				// No more hedges this round: none can be sent (no body,
+				// the caller gave up), or no more may be (the copies in
+				// flight are all there may be, the attempt cap is
+				// reached). A timer firing for nothing would only spin.
 				tick = nil
 			}
 		case c := <-results:
@@ -176,13 +184,19 @@ func (r *run) round(results chan *hedgeCopy, inflight *[]*hedgeCopy) (*Attempt, 
 	}
 }
 
-// hedge prepares a hedge, paying for it from the budget; false: none can
-// be sent now.
-func (r *run) hedge() (*hedgeCopy, bool) {
+// What became of a hedge when its delay passed.
+const (
+	hedgeNone   = iota // none sent: the caller gave up, or the body cannot be had
+	hedgeSent          // sent
+	hedgeUnpaid        // none sent: the budget could not pay for it
+)
+
+// hedge prepares a hedge, paying for it from the budget.
+func (r *run) hedge() (*hedgeCopy, int) {
 	p := r.p
 	if p.budget != nil {
 		if _, ok := p.budget.withdraw(r.req, p.now()); !ok {
-			return nil, false
+			return nil, hedgeUnpaid
 		}
 	}
 	c, err := r.launch(true)
@@ -190,9 +204,9 @@ func (r *run) hedge() (*hedgeCopy, bool) {
 		if p.budget != nil {
 			p.budget.refund(r.req, p.now())
 		}
-		return nil, false
+		return nil, hedgeNone
 	}
-	return c, true
+	return c, hedgeSent
 }
 
 // launch prepares the next copy: its attempt, body, context and request.

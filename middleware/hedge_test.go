@@ -663,3 +663,35 @@ func (l *lockedWriter) Write(p []byte) (int, error) {
 	defer l.mu.Unlock()
 	return l.w.Write(p)
 }
+
+// With the bucket empty, a hedge is asked for again after twice the wait
+// each time (at 10ms, then 30, 70, 150ms...), so another request's deposit
+// can still pay for it, and an empty bucket is not polled every delay.
+func TestHedgeAsksAnEmptyBudgetLessAndLess(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b, _ := NewBudget(0.1, 0, nil) // holds 1 token at most, none earned by time
+		req0, _ := http.NewRequest("GET", "http://x/", nil)
+		for {
+			if _, ok := b.withdraw(req0, time.Now()); !ok {
+				break
+			}
+		}
+		srv := &copyServer{script: []reply{{after: time.Second, status: 200}, {after: time.Millisecond, status: 200}}}
+		rt := NewTransport(srv, WithHedging(10*time.Millisecond, 1), WithBudget(b))
+		go func() {
+			time.Sleep(50 * time.Millisecond)
+			b.refund(req0, time.Now()) // a token from elsewhere, at 50ms
+		}()
+		req, _ := http.NewRequest("GET", "http://x/", nil)
+		start := time.Now()
+		if status, body, err := get(t, rt, req); err != nil || status != 200 || body != "copy 1" {
+			t.Fatalf("got %d %q %v; want the hedge's answer", status, body, err)
+		}
+		// Asked at 10ms and 30ms (refused), then at 70ms: paid, sent, and
+		// answered 1ms later. Polling every delay would have sent it at 50ms.
+		if d := time.Since(start); d != 71*time.Millisecond {
+			t.Errorf("answered after %v; want 71ms", d)
+		}
+		synctest.Wait()
+	})
+}

@@ -301,8 +301,8 @@ func WithBudget(b *Budget) Option {
 // Every copy is an attempt: hooks see it (Attempt.Hedge marks the extra
 // copies), WithMaxAttempts counts it, and, with WithBudget, each hedge draws
 // one token from the retry budget; with the bucket empty no hedge is sent
-// (nor tried again until the next round) and the request waits for the
-// copies in flight. A copy that fails while
+// and the request waits for the copies in flight, asking the bucket again
+// after twice the wait each time. A copy that fails while
 // another is in flight is judged by the same rules; when its verdict is
 // Retry, it is dropped, the others carry on and no more hedges are sent for
 // them (failures are for the retry rules to answer, with their waits and

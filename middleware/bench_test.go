@@ -6,10 +6,12 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"testing"
+	"time"
 )
 
 // BenchmarkSuccessPath measures what tank adds to a request that succeeds
-// at once: bare is the http.Transport alone, tank wraps the same transport.
+// at once: bare is the http.Transport alone, tank wraps the same transport,
+// tank-hedging adds WithHedging.
 func BenchmarkSuccessPath(b *testing.B) {
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		io.Copy(io.Discard, r.Body)
@@ -26,6 +28,9 @@ func BenchmarkSuccessPath(b *testing.B) {
 	}{
 		{"bare", base},
 		{"tank", NewTransport(base)},
+		// Hedging on, answered before the delay: what the hedged path
+		// costs a request that needs no hedge (POST is not hedged).
+		{"tank-hedging", NewTransport(base, WithHedging(time.Second, 1))},
 	} {
 		for _, m := range []string{http.MethodGet, http.MethodPost} {
 			b.Run(m+"/"+rt.name, func(b *testing.B) {

@@ -1729,8 +1729,12 @@ func (w *smWorld) retryAfterOf(c *smCall) (want time.Duration, tooLong, ok bool)
 // and at least what the round's dropped copies asked for.
 func (w *smWorld) checkWait(c *smCall, a Attempt) {
 	h := w.hold[c.n]
-	if h.tooLong && a.Verdict == Retry {
-		w.violate(smVRetryAfter, "attempt %d: a copy dropped in its round asked for a Retry-After beyond the cap %v, yet retried after %v", c.n, w.raCap, a.Sleep)
+	if h.tooLong {
+		// A copy dropped in the round asked beyond the cap: no retry,
+		// whatever this attempt's own header says.
+		if a.Verdict == Retry {
+			w.violate(smVRetryAfter, "attempt %d: a copy dropped in its round asked for a Retry-After beyond the cap %v, yet retried after %v", c.n, w.raCap, a.Sleep)
+		}
 		return
 	}
 	throttled := c.kind == smResp && (c.status == 429 || c.status == 503) && c.raKind != smRANone

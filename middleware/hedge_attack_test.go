@@ -94,10 +94,10 @@ func stall(req *http.Request, release <-chan struct{}) error {
 }
 
 // ---------------------------------------------------------------------
-// Findings: these fail on the current code.
+// Regressions: each failed before its fix.
 // ---------------------------------------------------------------------
 
-// TestHedgePanicOnCallerReapsCopies: A panic raised on the caller's goroutine while a hedged
+// TestHedgePanicOnCallerReapsCopies: a panic raised on the caller's goroutine while a hedged
 // request has copies in flight (a classifier judging a copy, the
 // AttemptStart of a hedge, the winner's AttemptEnd) reaches the caller
 // unchanged, and the copies in flight are cancelled and reaped: no
@@ -141,14 +141,7 @@ func TestHedgePanicOnCallerReapsCopies(t *testing.T) {
 					return atkResp(req, 200, nil), nil
 				}}, WithHedging(10*time.Millisecond, 1), tc.opt)
 				req, _ := http.NewRequest("GET", "http://x/", nil)
-				func() {
-					defer func() {
-						if v := recover(); v != "boom" {
-							t.Errorf("recovered %v; want the hook's panic", v)
-						}
-					}()
-					rt.RoundTrip(req)
-				}()
+				mustPanic(t, "boom", func() { rt.RoundTrip(req) })
 				synctest.Wait()
 				canceled := firstCanceled.Load()
 				close(release) // let the test end either way
@@ -161,7 +154,7 @@ func TestHedgePanicOnCallerReapsCopies(t *testing.T) {
 	}
 }
 
-// TestHedgeLoserSwitchingProtocolsClosed: A loser that got a 101 Switching Protocols
+// TestHedgeLoserSwitchingProtocolsClosed: a loser that got a 101 Switching Protocols
 // response is closed, not drained: its body is the connection, and no
 // context bounds reads from it. Before the fix, the reaper drained it up to
 // WithDrainLimit and blocked for good on a peer waiting for the client to
@@ -201,7 +194,7 @@ func TestHedgeLoserSwitchingProtocolsClosed(t *testing.T) {
 	})
 }
 
-// TestHedgeDroppedCopyStalledBodyHoldsNothing: A dropped copy is cancelled before its body is
+// TestHedgeDroppedCopyStalledBodyHoldsNothing: a dropped copy is cancelled before its body is
 // drained: a 503 whose body stalls (headers sent, then nothing) must not
 // hold back a 200 another copy has already brought. Before the fix, the
 // drain ran first, on the caller's goroutine, and the caller waited for
@@ -238,19 +231,15 @@ type ctxBody struct {
 }
 
 func (b *ctxBody) Read([]byte) (int, error) {
-	t := time.NewTimer(b.after)
-	defer t.Stop()
-	select {
-	case <-b.ctx.Done():
-		return 0, b.ctx.Err()
-	case <-t.C:
-		return 0, io.EOF
+	if err := afterOrDone(b.ctx, b.after); err != nil {
+		return 0, err
 	}
+	return 0, io.EOF
 }
 
 func (b *ctxBody) Close() error { return nil }
 
-// TestHedgeRetryAfterOfDroppedCopyHonoured: A Retry-After on a copy dropped while another was
+// TestHedgeRetryAfterOfDroppedCopyHonoured: a Retry-After on a copy dropped while another was
 // in flight still binds the wait before the next round, as it would
 // without hedging. Before the fix it was thrown away, and the next round
 // went out after the backoff (1ms here) although the server asked for 2s.
@@ -373,7 +362,7 @@ func TestHedgeLoserSupersededAfterWin(t *testing.T) {
 	})
 }
 
-// TestHedgeReaperKeepsItsOwnRequest: The RoundTripper contract lets a caller reuse a
+// TestHedgeReaperKeepsItsOwnRequest: the RoundTripper contract lets a caller reuse a
 // request once the response body is closed, while cancelled copies may
 // still be reaped. The reaper and the hooks it runs work on a private copy
 // of the request. Before the fix they used the caller's: hooks reported
@@ -515,14 +504,10 @@ func TestHedgePerRequestOptions(t *testing.T) {
 						io.Copy(io.Discard, req.Body)
 						req.Body.Close()
 					}
-					t := time.NewTimer(100 * time.Millisecond)
-					defer t.Stop()
-					select {
-					case <-t.C:
-						return atkResp(req, 200, nil), nil
-					case <-req.Context().Done():
-						return nil, req.Context().Err()
+					if err := afterOrDone(req.Context(), 100*time.Millisecond); err != nil {
+						return nil, err
 					}
+					return atkResp(req, 200, nil), nil
 				}}, tc.base...)
 				ctx := context.Background()
 				if tc.perReq != nil {
@@ -627,12 +612,8 @@ func TestHedgeCancelAtEveryMoment(t *testing.T) {
 					case 1:
 						d = 15 * time.Millisecond
 					}
-					t := time.NewTimer(d)
-					defer t.Stop()
-					select {
-					case <-t.C:
-					case <-req.Context().Done():
-						return nil, req.Context().Err()
+					if err := afterOrDone(req.Context(), d); err != nil {
+						return nil, err
 					}
 					body := newAtkBody("503")
 					mu.Lock()
@@ -1033,12 +1014,8 @@ func TestHedgeManyRequestsShareAdaptiveOption(t *testing.T) {
 			if n, _ := strconv.Atoi(req.Header.Get("X-Round")); n%7 == 3 && req.Header.Get("X-Attempt") == "" {
 				d = time.Hour
 			}
-			t := time.NewTimer(d)
-			defer t.Stop()
-			select {
-			case <-t.C:
-			case <-req.Context().Done():
-				return nil, req.Context().Err()
+			if err := afterOrDone(req.Context(), d); err != nil {
+				return nil, err
 			}
 			body := newAtkBody("ok")
 			mu.Lock()

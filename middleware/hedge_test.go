@@ -63,15 +63,11 @@ func (s *copyServer) RoundTrip(req *http.Request) (*http.Response, error) {
 	s.mu.Unlock()
 
 	r := s.script[i]
-	t := time.NewTimer(r.after)
-	defer t.Stop()
-	select {
-	case <-t.C:
-	case <-req.Context().Done():
+	if err := afterOrDone(req.Context(), r.after); err != nil {
 		s.mu.Lock()
 		s.canceled++
 		s.mu.Unlock()
-		return nil, req.Context().Err()
+		return nil, err
 	}
 	if r.err != nil {
 		return nil, r.err
@@ -81,6 +77,30 @@ func (s *copyServer) RoundTrip(req *http.Request) (*http.Response, error) {
 	s.mu.Unlock()
 	return &http.Response{StatusCode: r.status, Header: http.Header{}, Request: req,
 		Body: &serverBody{Reader: strings.NewReader("copy " + string(rune('0'+i))), s: s}}, nil
+}
+
+// afterOrDone waits d, or until ctx ends: then it returns ctx's error.
+func afterOrDone(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// mustPanic calls f and fails unless it panics with want.
+func mustPanic(t *testing.T, want any, f func()) {
+	t.Helper()
+	defer func() {
+		if v := recover(); v != want {
+			t.Errorf("recovered %v; want the panic %v", v, want)
+		}
+	}()
+	f()
+	t.Error("no panic")
 }
 
 type serverBody struct {
@@ -517,15 +537,7 @@ func TestHedgeHostileTransports(t *testing.T) {
 				RequestEnd: func(context.Context, *Attempt) { requestEnd.Store(true) },
 			}))
 			req, _ := http.NewRequest("GET", "http://x/", nil)
-			func() {
-				defer func() {
-					if v := recover(); v != "boom" {
-						t.Errorf("recovered %v; want the transport's panic", v)
-					}
-				}()
-				rt.RoundTrip(req)
-				t.Error("RoundTrip returned")
-			}()
+			mustPanic(t, "boom", func() { rt.RoundTrip(req) })
 			synctest.Wait()
 			if !firstCanceled.Load() {
 				t.Error("the first copy was not cancelled")

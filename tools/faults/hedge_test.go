@@ -301,17 +301,7 @@ func runHedgedCell(t *testing.T, row matrixRow, m method, fd frontDoor, hc hedge
 	rec.check(t)
 
 	hits := tg.hits()
-	if tg.bodies != nil {
-		want := payload
-		if m.method == http.MethodGet {
-			want = ""
-		}
-		for i, b := range tg.bodies() {
-			if string(b) != want {
-				t.Errorf("hit %d: server read body %q; want %q", i+1, b, want)
-			}
-		}
-	}
+	checkServerBodies(t, tg, m)
 	if row.errIs != nil && !errors.Is(err, row.errIs) && !(err == nil && m.replayable()) {
 		// (A replayable request may end on a response here: checkHedgedCell.)
 		t.Errorf("error %v; want one matching %v", err, row.errIs)

@@ -439,6 +439,24 @@ func cellRequest(t *testing.T, tg target, m method, fd frontDoor, wrap func(cont
 	return req, body
 }
 
+// checkServerBodies checks that the server read the whole payload in every
+// request it read (nothing for a GET).
+func checkServerBodies(t *testing.T, tg target, m method) {
+	t.Helper()
+	if tg.bodies == nil {
+		return
+	}
+	want := payload
+	if m.method == http.MethodGet {
+		want = ""
+	}
+	for i, b := range tg.bodies() {
+		if string(b) != want {
+			t.Errorf("hit %d: server read body %q; want %q", i+1, b, want)
+		}
+	}
+}
+
 func runMatrixCell(t *testing.T, row matrixRow, m method, fd frontDoor) {
 	tg := row.start(t)
 	d := newDialer()
@@ -472,17 +490,7 @@ func runMatrixCell(t *testing.T, row matrixRow, m method, fd frontDoor) {
 	}
 	body.closedOnce(t)
 	hits := tg.hits()
-	if tg.bodies != nil {
-		want := payload
-		if m.method == http.MethodGet {
-			want = ""
-		}
-		for i, b := range tg.bodies() {
-			if string(b) != want {
-				t.Errorf("hit %d: server read body %q; want %q", i+1, b, want)
-			}
-		}
-	}
+	checkServerBodies(t, tg, m)
 	if tg.conns != nil {
 		// Connections: one per dial, never more than one per attempt.
 		accepted, dialed := tg.conns(), int(d.dialed.Load())

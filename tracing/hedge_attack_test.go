@@ -51,7 +51,7 @@ func waitCtx(req *http.Request, release <-chan struct{}) error {
 	}
 }
 
-// TestHedgeDroppedCopyRecordsNoWait: A hedged copy dropped because another is in
+// TestHedgeDroppedCopyRecordsNoWait: a hedged copy dropped because another is in
 // flight has verdict Retry and no wait of its own: its span carries no
 // tank.attempt.sleep or sleep_source, and tank.client.retry.sleep records
 // nothing for it. Before the fix it recorded a 0s wait with an empty

@@ -311,22 +311,7 @@ func (r *run) judgeCopy(c *hedgeCopy, inflight *[]*hedgeCopy) (a *Attempt, end, 
 		r.resp, r.cancel = nil, nil
 		return a, false, false
 	}
-	if a.Verdict == Retry {
-		r.scheduleRetry(a)
-	}
-	if a.Verdict == Retry && r.hasBody {
-		r.rewind(a)
-	}
-	if p.budget != nil && a.BudgetTokens < 0 {
-		a.BudgetTokens = p.budget.level(r.req, now)
-	}
-	if r.h != nil && r.h.AttemptEnd != nil {
-		a.endHook(c.ctx, r.h.AttemptEnd)
-	}
-	if a.Verdict == Retry {
-		r.discard()
-		r.slept += a.Sleep
-		r.waitFrom = now
+	if r.settle(a) {
 		return a, true, false
 	}
 	// a ends the request: the copies still in flight lose, canceled if a
@@ -363,13 +348,7 @@ func (r *run) holdRetryAfter(a *Attempt) {
 // endCopy ends a copy that does not end the request: its budget level and
 // AttemptEnd are reported, its response thrown away, its context released.
 func (r *run) endCopy(c *hedgeCopy) {
-	a := c.a
-	if r.p.budget != nil && a.BudgetTokens < 0 {
-		a.BudgetTokens = r.p.budget.level(r.req, r.p.now())
-	}
-	if r.h != nil && r.h.AttemptEnd != nil {
-		a.endHook(c.ctx, r.h.AttemptEnd)
-	}
+	r.report(c.a, c.ctx)
 	// Cancelled first: a body that stalls must not hold the request (or
 	// the reaper) back. A protocol switch's body is the connection: close
 	// it; reading it could block for good.

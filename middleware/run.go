@@ -193,7 +193,6 @@ func (r *run) send() (*http.Response, *sendstate.State, error) {
 // conclude classifies the attempt, decides, and applies the decision.
 // st is nil when the send state was not traced.
 func (r *run) conclude(resp *http.Response, err error, st *sendstate.State) *Attempt {
-	p := r.p
 	a := r.last
 	if a == nil {
 		a = &Attempt{Request: r.req, Header: r.header, Number: r.n, Slept: r.slept, Replayable: r.replayable, BudgetTokens: -1}
@@ -202,26 +201,43 @@ func (r *run) conclude(resp *http.Response, err error, st *sendstate.State) *Att
 	r.resp, r.err = resp, err
 	g := r.assess(a, resp, err, st, r.early, r.timeoutCtx)
 	a.Verdict, a.Reason = r.decide(a, g)
+	if !r.settle(a) {
+		r.finish()
+	}
+	return a
+}
+
+// settle applies the verdict of a, the attempt that ends its round: after
+// Retry, the caps, deadline and budget may still turn it to Stop; if not,
+// the next attempt's body is fetched, a's response thrown away and its wait
+// counted, and settle returns true. AttemptEnd runs in between, with the
+// decision final.
+func (r *run) settle(a *Attempt) bool {
 	if a.Verdict == Retry {
 		r.scheduleRetry(a)
 	}
 	if a.Verdict == Retry && r.hasBody {
 		r.rewind(a)
 	}
-	if p.budget != nil && a.BudgetTokens < 0 {
-		a.BudgetTokens = p.budget.level(r.req, p.now())
+	r.report(a, r.attemptCtx)
+	if a.Verdict != Retry {
+		return false
+	}
+	r.discard()
+	r.slept += a.Sleep
+	r.waitFrom = r.p.now()
+	return true
+}
+
+// report gives a judged attempt the budget's level, unless its decision
+// already did, and runs AttemptEnd with the attempt's context ctx.
+func (r *run) report(a *Attempt, ctx context.Context) {
+	if r.p.budget != nil && a.BudgetTokens < 0 {
+		a.BudgetTokens = r.p.budget.level(r.req, r.p.now())
 	}
 	if r.h != nil && r.h.AttemptEnd != nil {
-		a.endHook(r.attemptCtx, r.h.AttemptEnd)
+		a.endHook(ctx, r.h.AttemptEnd)
 	}
-	if a.Verdict == Retry {
-		r.discard()
-		r.slept += a.Sleep
-		r.waitFrom = p.now()
-		return a
-	}
-	r.finish()
-	return a
 }
 
 // assess records what happened on attempt a (its response or error, class
